@@ -1,0 +1,99 @@
+"""MemoryConfig: explicit kwargs > MEMSTORE_* environment variables > defaults.
+
+Environment variables are read when a config is built (at call time), never at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from memstore.errors import ConfigError
+
+ENV_PREFIX = "MEMSTORE_"
+
+
+def default_home() -> Path:
+    """``$MEMSTORE_HOME`` or ``~/.memstore``."""
+    env = os.environ.get("MEMSTORE_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".memstore"
+
+
+class MemoryConfig(BaseModel):
+    """Every setting of a memstore installation. Unset fields come from ``MEMSTORE_<NAME>`` env vars."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    home: Path | None = Field(None, description="Directory for the embedded database and index.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite in home.")
+    vector_url: str | None = Field(None, description="Chroma server URL; default embedded chroma in home.")
+    vector_backend: Literal["chroma"] = "chroma"
+    collection: str = Field("memstore_memories", description="Chroma collection name.")
+    embedding_model: str | None = Field(None, description="sentence-transformers path or name.")
+
+    extractor: Literal["llm", "rules"] = "llm"
+    llm_model: str = "gpt-4.1-mini"
+    llm_api_base: str | None = None
+    llm_api_key: str | None = None
+    llm_timeout: float = 60.0
+    llm_max_retries: int = 2
+    extraction_batch_size: int = 8
+    extraction_max_attempts: int = 3
+
+    token_budget: int = 800
+    search_limit: int = 8
+    min_relevance: float = 0.0
+    recency_weight: float = 0.1
+    dense_weight: float = 1.0
+    lexical_weight: float = 1.0
+
+    auto_accept_rules: bool = True
+    max_instruction_chars: int = 1500
+    max_memory_chars: int = 2000
+    redact_secrets: bool = True
+    strict: bool = False
+
+    @field_validator("token_budget", "search_limit", "max_instruction_chars", "max_memory_chars",
+                     "extraction_batch_size", "extraction_max_attempts")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v <= 0:
+            raise ValueError("must be a positive integer")
+        return v
+
+    def __init__(self, **data: Any) -> None:
+        explicit = set(data)
+        for name, field in type(self).model_fields.items():
+            if name in explicit:
+                continue
+            raw = os.environ.get(ENV_PREFIX + name.upper())
+            if raw is None or raw == "":
+                continue
+            ann = field.annotation
+            if ann is bool:
+                data[name] = raw.strip().lower() in {"1", "true", "yes", "on"}
+            else:
+                data[name] = raw
+        try:
+            super().__init__(**data)
+        except ValueError as exc:  # pydantic.ValidationError is a ValueError
+            raise ConfigError(f"invalid memstore configuration: {exc}") from exc
+
+    # ---- derived values -------------------------------------------------------------------------
+    def resolved_home(self) -> Path:
+        return (self.home.expanduser() if self.home else default_home()).resolve()
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_home() / 'memstore.db'}"
+
+    def resolved_vector_path(self) -> Path:
+        return self.resolved_home() / "chroma"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url().startswith("sqlite")

@@ -1,0 +1,98 @@
+"""What gets injected for one request: profile + enabled rules (always), pinned facts, then the facts most
+relevant to the latest user message, all within a token budget."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+
+from memstore.inject import render_block, render_memory
+from memstore.messages import last_user_text, normalize_messages
+from memstore.records import MemoryHit, MemoryRecord, StyleRule
+from memstore.store import check_scope
+from memstore.tokens import count_tokens
+
+if TYPE_CHECKING:
+    from memstore.memory import Memory
+
+
+class Context(BaseModel):
+    """The block MemoryClient would add for a request, and what went into it."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    user_id: str
+    namespace: str
+    system_block: str
+    memories: list[MemoryHit]
+    rules: list[StyleRule]
+    about_user: str = ""
+    response_style: str = ""
+    tokens: int
+    token_budget: int
+    query: str = ""
+    dropped: int = 0          # relevant memories left out for lack of budget
+    latency_ms: float = 0.0
+
+    @property
+    def memory_ids(self) -> list[str]:
+        return [h.memory.id for h in self.memories]
+
+    @property
+    def rule_ids(self) -> list[str]:
+        return [r.id for r in self.rules]
+
+    def summary(self) -> dict[str, Any]:
+        return {"user_id": self.user_id, "namespace": self.namespace, "memory_ids": self.memory_ids,
+                "rule_ids": self.rule_ids, "tokens": self.tokens, "dropped": self.dropped}
+
+
+def build_context(mem: Memory, user_id: str, namespace: str, messages: Any,
+                  token_budget: int | None = None, limit: int | None = None) -> Context:
+    user_id, namespace = check_scope(user_id, namespace)
+    t0 = time.perf_counter()
+    budget = token_budget if token_budget is not None else mem.config.token_budget
+    msgs = normalize_messages(messages)
+    query = last_user_text(msgs).strip()
+    profile = mem.profile(user_id, namespace)
+
+    base = render_block(profile.about_user, profile.response_style, profile.rules, [])
+    used = count_tokens(base) if base else 0
+    if not base:  # the wrapper and preamble cost tokens once the first memory goes in
+        used = count_tokens(render_block(memories=[_placeholder()])) - count_tokens(render_memory(_placeholder()))
+
+    chosen: list[MemoryHit] = []
+    dropped = 0
+    seen: set[str] = set()
+    candidates: list[MemoryHit] = []
+    pinned = mem.store.list(user_id, namespace, pinned=True, limit=50)
+    candidates.extend(MemoryHit(memory=p, score=1.0, sources=["pinned"]) for p in
+                      sorted(pinned, key=lambda m: (-m.importance, m.created_at)))
+    if query:
+        settings = mem.search_settings.with_(include_pinned=False)
+        candidates.extend(mem.search(query[:4000], user_id, namespace, limit=limit or mem.config.search_limit,
+                                     settings=settings))
+    for hit in candidates:
+        if hit.memory.id in seen:
+            continue
+        seen.add(hit.memory.id)
+        cost = count_tokens(render_memory(hit.memory)) + 1
+        if used + cost > budget:
+            dropped += 1
+            continue
+        used += cost
+        chosen.append(hit)
+
+    block = render_block(profile.about_user, profile.response_style, profile.rules, [h.memory for h in chosen])
+    return Context(
+        user_id=user_id, namespace=namespace, system_block=block, memories=chosen, rules=profile.rules,
+        about_user=profile.about_user, response_style=profile.response_style,
+        tokens=count_tokens(block) if block else 0, token_budget=budget, query=query, dropped=dropped,
+        latency_ms=(time.perf_counter() - t0) * 1000,
+    )
+
+
+def _placeholder() -> MemoryRecord:
+    return MemoryRecord(id="x" * 32, user_id="u", text="x", kind="fact")

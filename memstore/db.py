@@ -1,0 +1,147 @@
+"""Engine, sessions and schema migrations (an ordered list of named functions).
+
+SQLite (the embedded default) runs in WAL mode with a busy timeout so that several threads and
+processes can share one file. Any SQLAlchemy URL works; PostgreSQL gets its own lexical index.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, event, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
+from sqlmodel import Session, SQLModel, create_engine
+
+from memstore import records  # noqa: F401  (registers the tables on SQLModel.metadata)
+from memstore.errors import ConfigError, StorageError
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def get_engine(url: str) -> Engine:
+    """One engine per URL per process, migrated to the newest schema on first use."""
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is not None:
+            return engine
+        if url.startswith("sqlite"):
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(
+                url, connect_args={"check_same_thread": False, "timeout": 30}, poolclass=NullPool
+            )
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            try:
+                engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+            except Exception as exc:  # missing driver, malformed URL
+                raise ConfigError(f"cannot use database {url!r}: {exc}") from exc
+        migrate(engine)
+        _engines[url] = engine
+        return engine
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session committed on success, rolled back on error; objects stay usable after commit."""
+    session = Session(engine, expire_on_commit=False)
+    try:
+        yield session
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+# ---- migrations -------------------------------------------------------------------------------------
+
+def _m001_tables(engine: Engine) -> None:
+    SQLModel.metadata.create_all(engine)
+
+
+def _m002_lexical_index(engine: Engine) -> None:
+    """Full-text index of memory text: FTS5 on SQLite, a tsvector + GIN index on PostgreSQL."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.execute(text(
+                "CREATE VIRTUAL TABLE IF NOT EXISTS memory_fts USING fts5("
+                "scope, text, tokenize='porter unicode61 remove_diacritics 2')"
+            ))
+            scope = "'s' || lower(hex(new.user_id)) || 'x' || lower(hex(new.namespace))"
+            conn.execute(text(
+                "CREATE TRIGGER IF NOT EXISTS memories_fts_ai AFTER INSERT ON memories BEGIN "
+                f"INSERT INTO memory_fts(rowid, scope, text) VALUES (new.pk, {scope}, new.text); END"
+            ))
+            conn.execute(text(
+                "CREATE TRIGGER IF NOT EXISTS memories_fts_ad AFTER DELETE ON memories BEGIN "
+                "DELETE FROM memory_fts WHERE rowid = old.pk; END"
+            ))
+            conn.execute(text(
+                "CREATE TRIGGER IF NOT EXISTS memories_fts_au AFTER UPDATE OF text ON memories BEGIN "
+                "DELETE FROM memory_fts WHERE rowid = old.pk; "
+                f"INSERT INTO memory_fts(rowid, scope, text) VALUES (new.pk, {scope}, new.text); END"
+            ))
+            conn.execute(text(
+                "INSERT INTO memory_fts(rowid, scope, text) "
+                "SELECT pk, 's' || lower(hex(user_id)) || 'x' || lower(hex(namespace)), text FROM memories "
+                "WHERE pk NOT IN (SELECT rowid FROM memory_fts)"
+            ))
+        elif engine.dialect.name == "postgresql":
+            conn.execute(text(
+                "ALTER TABLE memories ADD COLUMN IF NOT EXISTS tsv tsvector "
+                "GENERATED ALWAYS AS (to_tsvector('english', coalesce(text, ''))) STORED"
+            ))
+            conn.execute(text("CREATE INDEX IF NOT EXISTS ix_memories_tsv ON memories USING GIN (tsv)"))
+
+
+MIGRATIONS: list[tuple[str, Callable[[Engine], None]]] = [
+    ("001_tables", _m001_tables),
+    ("002_lexical_index", _m002_lexical_index),
+]
+
+
+def migrate(engine: Engine) -> list[str]:
+    """Apply the migrations this database has not seen yet, in order. Returns the names applied."""
+    applied: list[str] = []
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR(200) PRIMARY KEY, "
+                "applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
+            ))
+            if engine.dialect.name == "postgresql":  # one migrator at a time across processes
+                conn.execute(text("SELECT pg_advisory_xact_lock(727274)"))
+            done = {row[0] for row in conn.execute(text("SELECT name FROM schema_migrations"))}
+        for name, fn in MIGRATIONS:
+            if name in done:
+                continue
+            fn(engine)
+            with engine.begin() as conn:
+                if engine.dialect.name == "postgresql":
+                    conn.execute(text(
+                        "INSERT INTO schema_migrations(name) VALUES (:n) ON CONFLICT DO NOTHING"
+                    ), {"n": name})
+                else:
+                    conn.execute(text("INSERT OR IGNORE INTO schema_migrations(name) VALUES (:n)"),
+                                 {"n": name})
+            applied.append(name)
+    except OperationalError as exc:
+        raise StorageError(f"cannot open or migrate the database: {exc}") from exc
+    return applied

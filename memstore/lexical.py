@@ -1,0 +1,76 @@
+"""Lexical (keyword) search over memory text: SQLite FTS5 BM25 or PostgreSQL full-text search.
+
+The query string is reduced to its content words and OR-ed, so natural-language questions work.
+Results are always joined back to ``memories`` and filtered by scope in SQL.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import Engine, text
+
+STOPWORDS = frozenset(
+    ["a", "about", "above", "after", "again", "against", "all", "am", "an", "and", "any", "are", "as", "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by", "can", "could", "did", "do", "does", "doing", "down", "during", "each", "few", "for", "from", "further", "had", "has", "have", "having", "he", "her", "here", "hers", "herself", "him", "himself", "his", "how", "i", "if", "in", "into", "is", "it", "its", "itself", "just", "me", "more", "most", "my", "myself", "no", "nor", "not", "now", "of", "off", "on", "once", "only", "or", "other", "our", "ours", "ourselves", "out", "over", "own", "same", "she", "should", "so", "some", "such", "than", "that", "the", "their", "theirs", "them", "themselves", "then", "there", "these", "they", "this", "those", "through", "to", "too", "under", "until", "up", "very", "was", "we", "were", "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with", "would", "you", "your", "yours", "yourself", "yourselves", "tell", "know", "think", "remember", "did", "does", "ever"]
+)
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+def query_terms(query: str, max_terms: int = 24) -> list[str]:
+    """Content words of a query, lowercased, deduplicated, in order."""
+    seen: dict[str, None] = {}
+    for w in _WORD.findall(query.lower()):
+        if w in STOPWORDS or (len(w) < 2 and not w.isdigit()):
+            continue
+        seen.setdefault(w, None)
+    return list(seen)[:max_terms]
+
+
+def scope_token(user_id: str, namespace: str) -> str:
+    return "s" + user_id.encode("utf-8").hex() + "x" + namespace.encode("utf-8").hex()
+
+
+def lexical_search(
+    engine: Engine, user_id: str, namespace: str, query: str, limit: int, include_invalid: bool = False
+) -> list[tuple[str, float]]:
+    """(memory id, score) pairs, best first; score is positive, higher is better."""
+    terms = query_terms(query)
+    if not terms:
+        return []
+    valid = "" if include_invalid else " AND m.invalid_at IS NULL"
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            match = f'scope:"{scope_token(user_id, namespace)}" AND (' + " OR ".join(
+                '"' + t.replace('"', '""') + '"' for t in terms
+            ) + ")"
+            rows = conn.execute(
+                text(
+                    "SELECT m.id, -bm25(memory_fts, 0.0, 1.0) AS score FROM memory_fts "
+                    "JOIN memories m ON m.pk = memory_fts.rowid "
+                    "WHERE memory_fts MATCH :q AND m.user_id = :u AND m.namespace = :ns" + valid +
+                    " ORDER BY bm25(memory_fts, 0.0, 1.0) LIMIT :k"
+                ),
+                {"q": match, "u": user_id, "ns": namespace, "k": limit},
+            ).all()
+        elif engine.dialect.name == "postgresql":
+            tsq = " | ".join(re.sub(r"[^\w]", "", t) for t in terms if re.sub(r"[^\w]", "", t))
+            if not tsq:
+                return []
+            rows = conn.execute(
+                text(
+                    "SELECT m.id, ts_rank_cd(m.tsv, q) AS score FROM memories m, "
+                    "to_tsquery('english', :q) q WHERE m.tsv @@ q AND m.user_id = :u "
+                    "AND m.namespace = :ns" + valid + " ORDER BY score DESC LIMIT :k"
+                ),
+                {"q": tsq, "u": user_id, "ns": namespace, "k": limit},
+            ).all()
+        else:  # any other database: a plain LIKE scan, correct but slow
+            clauses = " OR ".join(f"lower(m.text) LIKE :t{i}" for i in range(len(terms)))
+            params: dict[str, object] = {f"t{i}": f"%{t}%" for i, t in enumerate(terms)}
+            params.update({"u": user_id, "ns": namespace, "k": limit})
+            rows = conn.execute(
+                text(f"SELECT m.id, 1.0 FROM memories m WHERE ({clauses}) AND m.user_id = :u "
+                     "AND m.namespace = :ns" + valid + " LIMIT :k"),
+                params,
+            ).all()
+    return [(r[0], float(r[1])) for r in rows]

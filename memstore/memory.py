@@ -1,0 +1,282 @@
+"""The Memory facade: add / search / get / update / delete / history / forget / export / import.
+
+Profiles, custom instructions and style rules hang off it too (``profile``, ``rules``,
+``set_instructions``, ``compliance``), and so does the context block MemoryClient injects (``context``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from memstore import portability
+from memstore.config import MemoryConfig
+from memstore.db import get_engine
+from memstore.embed import Embedder, SentenceTransformerEmbedder
+from memstore.errors import InvalidInputError
+from memstore.messages import normalize_messages
+from memstore.records import MemoryEvent, MemoryHit, MemoryOp, MemoryRecord
+from memstore.retrieve import PRESETS, SearchSettings, hybrid_search
+from memstore.store import MemoryStore, check_kind, check_scope, check_text
+from memstore.vectors import ChromaIndex, VectorIndex
+
+if TYPE_CHECKING:
+    from memstore.context import Context
+    from memstore.profiles import Profile, RulesHandle
+
+log = logging.getLogger("memstore")
+ACTORS = {"llm", "rules", "user", "api", "cli", "import"}
+
+
+class Memory:
+    """A user-scoped memory store. Embedded defaults (SQLite + chroma + bundled MiniLM) need no server.
+
+    >>> mem = Memory(path="/tmp/mem")
+    >>> mem.add("I am vegetarian", user_id="alice", infer=False)
+    """
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        config: MemoryConfig | None = None,
+        *,
+        embedder: Embedder | None = None,
+        index: VectorIndex | None = None,
+        llm: Any = None,
+    ) -> None:
+        cfg = config or MemoryConfig()
+        if path is not None:
+            cfg = cfg.model_copy(update={"home": Path(path)})
+        self.config = cfg
+        self.engine = get_engine(cfg.resolved_database_url())
+        if index is None:
+            index = ChromaIndex(url=cfg.vector_url, collection=cfg.collection) if cfg.vector_url else \
+                ChromaIndex(path=cfg.resolved_vector_path(), collection=cfg.collection)
+        self.store = MemoryStore(self.engine, index, embedder or SentenceTransformerEmbedder(cfg.embedding_model),
+                                 max_chars=cfg.max_memory_chars)
+        self._llm = llm
+        self._repaired = False
+        self._repair_lock = threading.Lock()
+        self.search_settings = PRESETS["hybrid"].with_(
+            dense_weight=cfg.dense_weight, lexical_weight=cfg.lexical_weight, recency_weight=cfg.recency_weight
+        )
+
+    # ---- lifecycle ----------------------------------------------------------------------------------
+    def repair(self) -> dict[str, int]:
+        """Finishes index writes a crash interrupted. Runs once, lazily, before the first index use."""
+        with self._repair_lock:
+            self._repaired = True
+            return self.store.repair_index()
+
+    def _ensure_repaired(self) -> None:
+        if not self._repaired:
+            try:
+                self.repair()
+            except Exception as exc:  # the index may be down: searching still works lexically
+                log.warning("index repair failed: %s", exc)
+
+    @property
+    def llm(self) -> Any:
+        """The model client used for extraction (memstore.llm.LLM), built from the config on first use."""
+        if self._llm is None:
+            from memstore.llm import LLM
+
+            self._llm = LLM.from_config(self.config)
+        return self._llm
+
+    # ---- memories -----------------------------------------------------------------------------------
+    def add(
+        self,
+        messages: str | list[dict[str, Any]],
+        user_id: str,
+        namespace: str = "default",
+        infer: bool = True,
+        metadata: dict[str, Any] | None = None,
+        *,
+        kind: str = "fact",
+        pinned: bool = False,
+        importance: float = 0.5,
+        actor: str = "api",
+    ) -> list[MemoryOp]:
+        """Stores what ``messages`` say about the user.
+
+        ``infer=False`` stores each user message verbatim as one memory (no model call); ``infer=True``
+        runs the configured extractor (LLM or rules) with reconciliation against existing memories.
+        """
+        user_id, namespace = check_scope(user_id, namespace)
+        msgs = normalize_messages(messages)
+        if metadata is not None and not isinstance(metadata, dict):
+            raise InvalidInputError("metadata must be a dict")
+        if actor not in ACTORS:
+            raise InvalidInputError(f"actor must be one of {sorted(ACTORS)}")
+        check_kind(kind)
+        self._ensure_repaired()
+        if not infer:
+            items = [
+                {"text": m["content"], "kind": kind, "pinned": bool(pinned), "importance": float(importance),
+                 "meta": dict(metadata or {}), "source": actor}
+                for m in msgs if m["role"] == "user" and m["content"].strip()
+            ]
+            if not items:
+                raise InvalidInputError("there is no user message to store")
+            for it in items:
+                it["text"] = check_text(it["text"], self.config.max_memory_chars)
+            return self.store.add_many(user_id, namespace, items, actor=actor)
+        from memstore.extract.pipeline import extract_now
+
+        return extract_now(self, msgs, user_id, namespace, metadata=metadata)
+
+    def search(
+        self,
+        query: str,
+        user_id: str,
+        namespace: str = "default",
+        limit: int = 10,
+        filters: dict[str, Any] | None = None,
+        *,
+        include_invalid: bool = False,
+        settings: SearchSettings | str | None = None,
+    ) -> list[MemoryHit]:
+        """Hybrid search within one user's scope, best first."""
+        user_id, namespace = check_scope(user_id, namespace)
+        query = check_text(query, 10_000, "query")
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
+            raise InvalidInputError("limit must be a positive integer")
+        if filters is not None and not isinstance(filters, dict):
+            raise InvalidInputError("filters must be a dict")
+        if isinstance(settings, str):
+            if settings not in PRESETS:
+                raise InvalidInputError(f"unknown search preset {settings!r}; one of {sorted(PRESETS)}")
+            settings = PRESETS[settings]
+        self._ensure_repaired()
+        return hybrid_search(self.store, query, user_id, namespace, limit, filters, include_invalid,
+                             settings or self.search_settings)
+
+    def get(self, memory_id: str, *, user_id: str | None = None) -> MemoryRecord:
+        """One memory by id (restricted to ``user_id`` when given). Raises NotFoundError."""
+        return self.store.get(memory_id, user_id)
+
+    def get_all(
+        self,
+        user_id: str,
+        namespace: str | None = "default",
+        include_invalid: bool = False,
+        *,
+        kind: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[MemoryRecord]:
+        """Every memory of the user, oldest first (``namespace=None``: all namespaces)."""
+        check_scope(user_id, namespace if namespace is not None else "default")
+        if kind is not None:
+            check_kind(kind)
+        return self.store.list(user_id, namespace, include_invalid, kind=kind, limit=limit, offset=offset)
+
+    def update(self, memory_id: str, text: str | None = None, *, user_id: str | None = None,
+               actor: str = "api", reason: str | None = None, kind: str | None = None,
+               pinned: bool | None = None, importance: float | None = None,
+               metadata: dict[str, Any] | None = None) -> MemoryRecord:
+        """Changes a memory's text (re-embedded) and/or its fields; the old text stays in history."""
+        if actor not in ACTORS:
+            raise InvalidInputError(f"actor must be one of {sorted(ACTORS)}")
+        fields: dict[str, Any] = {}
+        if kind is not None:
+            fields["kind"] = check_kind(kind)
+        if pinned is not None:
+            fields["pinned"] = bool(pinned)
+        if importance is not None:
+            if not 0.0 <= float(importance) <= 1.0:
+                raise InvalidInputError("importance must be between 0 and 1")
+            fields["importance"] = float(importance)
+        if metadata is not None:
+            if not isinstance(metadata, dict):
+                raise InvalidInputError("metadata must be a dict")
+            fields["meta"] = metadata
+        if text is None:
+            if not fields:
+                raise InvalidInputError("nothing to update: give text or a field")
+            return self.store.set_fields(memory_id, actor, user_id, reason, **fields)
+        self._ensure_repaired()
+        op = self.store.update_text(memory_id, text, actor, reason, user_id, **fields)
+        assert op.memory is not None
+        return op.memory
+
+    def invalidate(self, memory_id: str, *, user_id: str | None = None, reason: str | None = None,
+                   superseded_by: str | None = None, actor: str = "api") -> MemoryOp:
+        """Marks a memory as no longer true; it stays in history and ``include_invalid`` searches."""
+        return self.store.invalidate(memory_id, actor, reason, superseded_by, user_id)
+
+    def restore(self, memory_id: str, *, user_id: str | None = None, actor: str = "api") -> MemoryOp:
+        return self.store.restore(memory_id, actor, "restored", user_id)
+
+    def delete(self, memory_id: str, *, user_id: str | None = None, actor: str = "api",
+               reason: str | None = None) -> MemoryOp:
+        """Deletes a memory and its vector; its history is kept (until ``forget``)."""
+        return self.store.delete(memory_id, actor, reason, user_id)
+
+    def history(self, memory_id: str, *, user_id: str | None = None) -> list[MemoryEvent]:
+        """Every change of a memory, oldest first."""
+        if not isinstance(memory_id, str) or not memory_id:
+            raise InvalidInputError("memory_id must be a non-empty string")
+        return self.store.history(memory_id, user_id)
+
+    def forget(self, user_id: str, namespace: str | None = None) -> dict[str, int]:
+        """Deletes everything of the user: memories, vectors, events, profile, rules, turns, feedback."""
+        check_scope(user_id, namespace if namespace is not None else "default")
+        counts = {"memories": self.store.forget(user_id, namespace)}
+        counts.update(portability.forget_rest(self.engine, user_id, namespace))
+        return counts
+
+    def users(self) -> list[dict[str, Any]]:
+        """Every (user, namespace) with memory counts and last activity."""
+        return portability.list_users(self.engine)
+
+    # ---- portability --------------------------------------------------------------------------------
+    def export(self, user_id: str, namespace: str | None = None) -> dict[str, Any]:
+        """A JSON-serialisable, versioned dump of everything stored about the user."""
+        check_scope(user_id, namespace if namespace is not None else "default")
+        return portability.export_user(self.engine, user_id, namespace)
+
+    def import_(self, data: dict[str, Any] | str | Path) -> dict[str, int]:
+        """Restores an export (a dict, a JSON string or a file path). Existing records are kept."""
+        result = portability.import_data(self.engine, data)
+        self.store.repair_index()
+        return result
+
+    def reindex(self, progress: Any = None) -> int:
+        """Rebuilds the vector index from SQL; returns the number of memories indexed."""
+        n = self.store.reindex(progress)
+        self._repaired = True
+        return n
+
+    # ---- profiles, rules, context (see profiles.py and context.py) -------------------------------
+    def profile(self, user_id: str, namespace: str = "default") -> Profile:
+        from memstore.profiles import get_profile
+
+        return get_profile(self, user_id, namespace)
+
+    def set_instructions(self, user_id: str, namespace: str = "default", *, about_user: str | None = None,
+                         response_style: str | None = None, actor: str = "api") -> Profile:
+        from memstore.profiles import set_instructions
+
+        return set_instructions(self, user_id, namespace, about_user=about_user,
+                                response_style=response_style, actor=actor)
+
+    def rules(self, user_id: str, namespace: str = "default") -> RulesHandle:
+        from memstore.profiles import RulesHandle
+
+        return RulesHandle(self, user_id, namespace)
+
+    def compliance(self, user_id: str, namespace: str = "default") -> list[dict[str, Any]]:
+        from memstore.profiles import compliance_rates
+
+        return compliance_rates(self, user_id, namespace)
+
+    def context(self, user_id: str, messages: str | list[dict[str, Any]], namespace: str = "default",
+                *, token_budget: int | None = None) -> Context:
+        """What MemoryClient would inject for these messages, without calling a model."""
+        from memstore.context import build_context
+
+        return build_context(self, user_id, namespace, messages, token_budget=token_budget)
