@@ -1,0 +1,1 @@
+"""Benchmark harnesses shipped as a feature: extraction quality, LoCoMo, PrefEval, latency, compliance."""
