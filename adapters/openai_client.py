@@ -9,6 +9,7 @@ the same arguments. Any model litellm reaches works: "gpt-4.1-mini", "anthropic/
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -27,6 +28,18 @@ from memstore.worker import Worker
 
 log = logging.getLogger("memstore")
 _NOT_PASSED = {"extra_query"}  # openai-only transport options litellm has no equivalent for
+
+
+@functools.cache
+def _sdk_params() -> frozenset[str]:
+    """The request-body parameters of the installed openai SDK's chat.completions.create."""
+    import inspect
+
+    import openai
+
+    params = inspect.signature(openai.resources.chat.completions.Completions.create).parameters
+    return frozenset(params) - {"self", "messages", "model", "stream", "extra_headers", "extra_query",
+                                "extra_body", "timeout"}
 
 
 class MemoryChatCompletion(ChatCompletion):
@@ -114,6 +127,16 @@ class _Base:
             out["api_base"] = str(self.base_url)
             if "/" not in model:
                 out["custom_llm_provider"] = "openai"
+        if "metadata" in out:
+            # OpenAI's `metadata` (stored completions) is not litellm's logging `metadata`: send it on the wire
+            # as the caller gave it (and a copy, since litellm writes into the dict it gets)
+            out["extra_body"] = {**(out.get("extra_body") or {}), "metadata": dict(out.pop("metadata"))}
+        if out.get("custom_llm_provider") == "openai" or model.startswith("openai/"):
+            # an OpenAI-compatible server decides for itself which parameters it takes: litellm must not
+            # drop or refuse the ones it does not know this model to support
+            allowed = [k for k in kwargs if k in _sdk_params() and k != "metadata"]
+            if allowed:
+                out["allowed_openai_params"] = allowed
         if self.timeout is not None and "timeout" not in out:
             out["timeout"] = self.timeout
         out.setdefault("max_retries", self.max_retries)

@@ -67,8 +67,14 @@ def to_response(raw: Any, info: MemoryInfo) -> MemoryResponse:
     return out
 
 
-def to_event(raw: Any) -> Any:
-    return _EVENT.validate_python(raw.model_dump() if hasattr(raw, "model_dump") else raw)
+def to_event(raw: Any, seq: int) -> Any:
+    """litellm's stream event as the openai SDK's own event type (litellm may omit sequence_number)."""
+    data = raw.model_dump(mode="json") if hasattr(raw, "model_dump") else dict(raw)
+    if data.get("sequence_number") is None:
+        data["sequence_number"] = seq
+    if data.get("type") in ("response.output_text.delta", "response.output_text.done") and data.get("logprobs") is None:
+        data["logprobs"] = []
+    return _EVENT.validate_python(data)
 
 
 class _EventCollector:
@@ -99,13 +105,15 @@ class ResponseStream(Iterator[Any]):
         self._source, self._it = source, iter(source)
         self.memstore = info
         self._c = _EventCollector(on_done)
+        self._seq = 0
 
     def __iter__(self) -> ResponseStream:
         return self
 
     def __next__(self) -> Any:
         try:
-            event = to_event(next(self._it))
+            event = to_event(next(self._it), self._seq)
+            self._seq += 1
         except StopIteration:
             self._finish(False)
             raise
@@ -135,13 +143,15 @@ class AsyncResponseStream(AsyncIterator[Any]):
         self._it = source.__aiter__()
         self.memstore = info
         self._c = _EventCollector(on_done)
+        self._seq = 0
 
     def __aiter__(self) -> AsyncResponseStream:
         return self
 
     async def __anext__(self) -> Any:
         try:
-            event = to_event(await self._it.__anext__())
+            event = to_event(await self._it.__anext__(), self._seq)
+            self._seq += 1
         except StopAsyncIteration:
             await self._finish(False)
             raise

@@ -83,7 +83,8 @@ class LLM:
         return cls(cfg.llm_model, cfg.llm_api_base, cfg.llm_api_key, cfg.llm_timeout, cfg.llm_max_retries)
 
     def _kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        out = {"model": self.model, "timeout": self.timeout, **kwargs}
+        # retries are ours (with backoff and logging): the provider SDK must not retry underneath
+        out = {"model": self.model, "timeout": self.timeout, "max_retries": 0, **kwargs}
         if self.api_base and "api_base" not in out and "base_url" not in out:
             out["api_base"] = self.api_base
         if self.api_key and "api_key" not in out:

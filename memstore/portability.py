@@ -191,8 +191,9 @@ def list_users(engine: Engine) -> list[dict[str, Any]]:
                 rec[key] = int(n)
                 if last and (rec["last_activity"] is None or last > rec["last_activity"]):
                     rec["last_activity"] = last
-        for u, ns, last in s.exec(select(ProfileRecord.user_id, ProfileRecord.namespace, ProfileRecord.updated_at)).all():
-            rec = out.setdefault((u, ns), {"user_id": u, "namespace": ns, "memories": 0, "invalidated": 0,
+        profiles = select(ProfileRecord.user_id, ProfileRecord.namespace, ProfileRecord.updated_at)
+        for u, ns, last in s.exec(profiles).all():
+            out.setdefault((u, ns), {"user_id": u, "namespace": ns, "memories": 0, "invalidated": 0,
                                            "rules": 0, "turns": 0, "last_activity": last})
     return sorted(out.values(), key=lambda r: r["last_activity"] or datetime.min.replace(tzinfo=UTC), reverse=True)
 

@@ -290,7 +290,8 @@ def record_compliance(mem: Memory, user_id: str, namespace: str, response_id: st
 
 
 def compliance_rates(mem: Memory, user_id: str, namespace: str = "default") -> list[dict[str, Any]]:
-    """Per checkable rule: how many replies were checked, how many passed, the pass rate (one record per reply and rule: the final attempt)."""
+    """Per checkable rule: replies checked, replies that passed, the pass rate.
+    There is one record per reply and rule: the final attempt when enforce_rules retried."""
     user_id, namespace = check_scope(user_id, namespace)
     with Session(mem.engine) as s:
         rows = s.exec(select(
