@@ -9,6 +9,7 @@ the same arguments. Any model litellm reaches works: "gpt-4.1-mini", "anthropic/
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -222,10 +223,8 @@ class MemoryStream(Iterator[ChatCompletionChunk]):
         self._finish(partial=True)
         closer = getattr(self._source, "close", None)
         if callable(closer):
-            try:
+            with contextlib.suppress(Exception):
                 closer()
-            except Exception:  # noqa: S110 - closing a finished stream
-                pass
 
     def __enter__(self) -> MemoryStream:
         return self
@@ -235,10 +234,8 @@ class MemoryStream(Iterator[ChatCompletionChunk]):
 
     def __del__(self) -> None:
         if not getattr(self, "_done", True):
-            try:
+            with contextlib.suppress(Exception):
                 self._finish(partial=True)
-            except Exception:  # noqa: S110 - never raise from a finaliser
-                pass
 
 
 class AsyncMemoryStream(AsyncIterator[ChatCompletionChunk]):
@@ -281,10 +278,8 @@ class AsyncMemoryStream(AsyncIterator[ChatCompletionChunk]):
         await self._finish(partial=True)
         closer = getattr(self._source, "aclose", None)
         if callable(closer):
-            try:
+            with contextlib.suppress(Exception):
                 await closer()
-            except Exception:  # noqa: S110 - closing a finished stream
-                pass
 
     async def __aenter__(self) -> AsyncMemoryStream:
         return self

@@ -211,7 +211,7 @@ class Responses:
         return resp
 
     def __getattr__(self, name: str) -> Any:  # retrieve, delete, cancel, input_items ...
-        return getattr(getattr(self._client, "__getattr__")("responses"), name)
+        return getattr(self._client.__getattr__("responses"), name)
 
 
 class AsyncResponses:
@@ -241,4 +241,4 @@ class AsyncResponses:
         return resp
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(getattr(self._client, "__getattr__")("responses"), name)
+        return getattr(self._client.__getattr__("responses"), name)
