@@ -45,7 +45,6 @@ class MemoryConfig(BaseModel):
 
     token_budget: int = 800
     search_limit: int = 8
-    min_relevance: float = 0.0
     recency_weight: float = 0.1
     dense_weight: float = 1.0
     lexical_weight: float = 1.0

@@ -1,0 +1,62 @@
+"""docs/ stays true: the prompts, rendered blocks and settings it shows are the ones the code produces."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+from memstore.config import MemoryConfig
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def test_extraction_doc_shows_the_current_prompt_and_input() -> None:
+    from memstore.extract.prompts import SYSTEM, ExistingItem, TurnView, extraction_messages
+
+    doc = (DOCS / "extraction.md").read_text()
+    assert SYSTEM in doc
+    when = datetime(2026, 11, 20, tzinfo=UTC)
+    msgs = extraction_messages(
+        [TurnView(user="Quick update: we finally moved to Porto last month, so no more Lisbon for me. "
+                       "Also I've gone vegan since January.",
+                  assistant="Congratulations on the move! How are you finding Porto?", date=when),
+         TurnView(user="And please stop ending your answers with questions, it's tiring.", assistant="Understood.",
+                  date=when)],
+        [ExistingItem(handle="m1", text="Lives in Lisbon", kind="fact"),
+         ExistingItem(handle="m2", text="Is vegetarian", kind="preference"),
+         ExistingItem(handle="m3", text="Has a daughter, Emma, born 2021", kind="fact")],
+        [ExistingItem(handle="r1", text="Never use capital letters")], when)
+    assert msgs[-1]["content"] in doc
+
+
+def test_instructions_doc_shows_the_rendered_block(make_memory) -> None:
+    from memstore.embed import HashEmbedder
+    from memstore.memory import Memory
+
+    mem = Memory(config=MemoryConfig(), embedder=HashEmbedder())
+    mem.set_instructions("alice", about_user="I'm a nurse in Porto and I cook a lot.", response_style="Warm but brief.")
+    rules = mem.rules("alice")
+    for text in ("Never use capital letters", "Don't end with a follow-up question",
+                 "Answer in at most 3 bullet points", "Use metric units"):
+        rules.add(text)
+    mem.add("I am allergic to shellfish", user_id="alice", infer=False)
+    mem.add("My name is Ana", user_id="alice", infer=False, pinned=True)
+    block = mem.context("alice", "Can I eat paella tonight?").system_block
+    block = re.sub(r'id="[0-9a-f]{8}"', 'id="…"', block)
+    block = re.sub(r'date="\d{4}-\d\d-\d\d"', 'date="2026-11-23"', block)
+    assert block in (DOCS / "instructions.md").read_text()
+
+
+def test_configuration_doc_lists_every_setting() -> None:
+    doc = (DOCS / "configuration.md").read_text()
+    for name in MemoryConfig.model_fields:
+        assert f"`{name}`" in doc and f"`MEMSTORE_{name.upper()}`" in doc, name
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    readme = (DOCS.parent / "README.md").read_text()
+    first_block = readme.split("```bash", 1)[1].split("```", 1)[0]
+    assert "pip install -e '.[dev]'" in first_block and "memstore demo" in first_block
+    assert ".venv/bin/python -m pytest -q" in first_block
+    assert ".venv/bin/python -m pytest -q" in (DOCS.parent / ".ci" / "run").read_text()
