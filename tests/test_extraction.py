@@ -198,3 +198,9 @@ def test_rules_extractor_works_offline(make_memory) -> None:
     assert "lisbon" in current and "berlin" not in current
     berlin = next(m for m in mem.get_all("alice", include_invalid=True) if "berlin" in m.text.lower())
     assert berlin.invalid_at is not None and berlin.superseded_by
+
+
+def test_add_metadata_reaches_extracted_memories(mem: Memory, llm: ScriptedLLM) -> None:
+    llm.enqueue(ops_json([{"op": "ADD", "text": "Speaks Portuguese", "turn": 0}]))
+    (op,) = mem.add("I speak Portuguese fluently.", user_id="alice", metadata={"channel": "onboarding"})
+    assert mem.get(op.memory.id).meta == {"channel": "onboarding"}

@@ -6,6 +6,7 @@ Used by ``Memory.add(infer=True)`` (synchronously) and by the background worker 
 from __future__ import annotations
 
 import logging
+import os
 from collections import defaultdict
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -34,18 +35,26 @@ def make_extractor(mem: Memory) -> Extractor:
 def record_turn(mem: Memory, user_id: str, namespace: str, messages: list[dict[str, Any]], response: str = "",
                 *, response_id: str | None = None, model: str | None = None, extract: bool = True,
                 mode: str = "chat", status: str = "pending", meta: dict[str, Any] | None = None) -> Turn:
-    """Writes one finished exchange to the outbox (durably, before the caller gets its response)."""
+    """Writes one finished exchange to the outbox (durably, before the caller gets its response).
+    With ``redact_secrets`` (the default) keys, passwords and card/account numbers never reach it."""
+    if mem.config.redact_secrets:
+        from memstore.redact import redact_messages, redact_text
+
+        messages, response = redact_messages(messages), redact_text(response)
     turn = Turn(user_id=user_id, namespace=namespace, messages=messages, response=response, response_id=response_id,
                 model=model, extract=extract, status=status if extract else "skipped",
                 meta={"mode": mode, **(meta or {})})
+    if turn.status == "processing":  # extracted inline: a crash leaves a claim that expires like a worker's
+        turn.claimed_by, turn.claimed_at = f"inline-{os.getpid()}", utcnow()
     with session_scope(mem.engine) as s:
         s.add(turn)
     return turn
 
 
-def turn_view(turn: Turn) -> TurnView:
+def turn_view(turn: Turn, redact_secrets: bool = True) -> TurnView:
     """The new user text of a turn: for chat turns the user messages after the last assistant message
-    (the earlier ones were recorded with earlier turns); for ``add`` calls every user message."""
+    (the earlier ones were recorded with earlier turns); for ``add`` calls every user message.
+    ``redact_secrets``: secrets are replaced by placeholders before any prompt sees them."""
     msgs = turn.messages
     if turn.meta.get("mode", "chat") == "chat":
         last_assistant = max((i for i, m in enumerate(msgs) if m.get("role") == "assistant"), default=-1)
@@ -53,6 +62,10 @@ def turn_view(turn: Turn) -> TurnView:
     user = "\n".join(content_text(m.get("content")) for m in msgs if m.get("role") == "user")
     assistant = turn.response or "\n".join(content_text(m.get("content")) for m in turn.messages
                                            if m.get("role") == "assistant")[-600:]
+    if redact_secrets:
+        from memstore.redact import redact_text
+
+        user, assistant = redact_text(user), redact_text(assistant)
     return TurnView(user=user, assistant=assistant, date=turn.meta.get("date") or turn.created_at)
 
 
@@ -81,7 +94,7 @@ def process_turns(mem: Memory, turns: list[Turn], extractor: Extractor | None = 
         groups[(t.user_id, t.namespace)].append(t)
     ops: list[MemoryOp] = []
     for (user_id, namespace), group in groups.items():
-        views = {t.id: turn_view(t) for t in group}
+        views = {t.id: turn_view(t, mem.config.redact_secrets) for t in group}
         open_turns = [t for t in group if t.extract and gate_reason([{"role": "user", "content": views[t.id].user}])]
         closed = [t for t in group if t not in open_turns]
         if closed:
@@ -139,7 +152,7 @@ def _extract_chunk(mem: Memory, user_id: str, namespace: str, turns: list[Turn],
 
     actor = "llm" if extractor.name == "llm" else "rules"
     return apply(mem, user_id, namespace, result, handles, rule_handles, [t.id for t in turns],
-                 [v.user for v in views], actor)
+                 [v.user for v in views], actor, [t.meta.get("metadata") or {} for t in turns])
 
 
 def extract_now(mem: Memory, messages: list[dict[str, Any]], user_id: str, namespace: str,

@@ -55,11 +55,19 @@ def grounded_rule(rule_text: str, user_text: str) -> bool:
 
 
 def apply(mem: Memory, user_id: str, namespace: str, result: ExtractionResult, handles: dict[str, str],
-          rule_handles: dict[str, str], turn_ids: list[str], user_texts: list[str], actor: str) -> list[MemoryOp]:
+          rule_handles: dict[str, str], turn_ids: list[str], user_texts: list[str], actor: str,
+          turn_metadata: list[dict] | None = None) -> list[MemoryOp]:
+    """Applies the operations; ``turn_metadata[i]`` (from ``Memory.add(metadata=...)``) is given to memories
+    added from turn i."""
     ops: list[MemoryOp] = []
 
     def turn_id(i: int | None) -> list[str]:
         return [turn_ids[i]] if i is not None and 0 <= i < len(turn_ids) else list(turn_ids[:1])
+
+    def meta_of(i: int | None) -> dict:
+        if not turn_metadata:
+            return {}
+        return turn_metadata[i] if i is not None and 0 <= i < len(turn_metadata) else turn_metadata[0]
 
     def add(text: str, kind: str, turn: int | None, date: str | None, reason: str) -> MemoryOp:
         for mid, sim in mem.store.index.query(mem.store.embed_query(text), user_id, namespace, 3):
@@ -69,7 +77,7 @@ def apply(mem: Memory, user_id: str, namespace: str, result: ExtractionResult, h
             if rec is not None and rec.invalid_at is None:
                 return MemoryOp(event="NOOP", memory=rec, reason="near-duplicate of an existing memory")
         item = {"text": text, "kind": kind, "source": actor, "source_turn_ids": turn_id(turn),
-                "valid_from": parse_date(date), "confidence": 0.8}
+                "valid_from": parse_date(date), "confidence": 0.8, "meta": dict(meta_of(turn))}
         return mem.store.add_many(user_id, namespace, [item], actor=actor, reason=reason or None)[0]
 
     for op in result.operations:
