@@ -1,0 +1,196 @@
+"""The proxy server's guard rails: OpenAI-shaped errors, body and message limits, per-key rate limits.
+
+Every refusal is ``{"error": {"message", "type", "param", "code"}}`` with a 4xx status, the shape every
+OpenAI SDK already parses into its own exception classes (401 -> AuthenticationError, 429 -> RateLimitError
+...). Imports only the standard library and starlette, so it is cheap to import and to unit-test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
+               404: "invalid_request_error", 405: "invalid_request_error", 408: "timeout_error",
+               409: "invalid_request_error", 413: "invalid_request_error", 415: "invalid_request_error",
+               422: "invalid_request_error", 429: "rate_limit_error"}
+
+
+class ApiError(Exception):
+    """An error answered in OpenAI's error shape."""
+
+    def __init__(self, status: int, message: str, *, type: str | None = None, param: str | None = None,
+                 code: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type or ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def error_response(status: int, message: str, **kwargs: Any) -> JSONResponse:
+    return ApiError(status, message, **kwargs).response()
+
+
+# ---- request bodies ---------------------------------------------------------------------------------
+
+async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
+    """The request body as a JSON object. 413 past ``max_bytes`` (checked on Content-Length first, then
+    while reading, so a chunked upload cannot exceed it either); 400 for anything but a JSON object."""
+    too_big = ApiError(413, f"Request body is larger than the server's limit of {max_bytes} bytes.",
+                       code="request_too_large")
+    length = request.headers.get("content-length")
+    if length is not None:
+        try:
+            if int(length) > max_bytes:
+                raise too_big
+        except ValueError:
+            raise ApiError(400, "Invalid Content-Length header.", code="invalid_request") from None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_big
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise ApiError(400, "The request body is empty; send a JSON object.", code="invalid_json")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"The request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, f"The request body must be a JSON object, not {type(data).__name__}.",
+                       code="invalid_json")
+    return data
+
+
+def check_chat_body(body: dict[str, Any], max_messages: int) -> None:
+    """The checks OpenAI itself makes before a model sees the request, plus the message-count limit."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise ApiError(400, "you must provide a model parameter", param="model", code="missing_required_parameter")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "'messages' must be a non-empty array of message objects", param="messages",
+                       code="invalid_value")
+    if len(messages) > max_messages:
+        raise ApiError(400, f"'messages' has {len(messages)} items; this server accepts at most {max_messages}.",
+                       param="messages", code="too_many_messages")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise ApiError(400, f"messages[{i}] must be an object with a 'role'", param=f"messages[{i}]",
+                           code="invalid_value")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise ApiError(400, "'stream' must be a boolean", param="stream", code="invalid_type")
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        raise ApiError(400, "'user' must be a string", param="user", code="invalid_type")
+
+
+# ---- rate limits ------------------------------------------------------------------------------------
+
+@dataclass
+class TokenBucket:
+    """``rate`` tokens per second up to ``burst``; each request takes one."""
+
+    rate: float
+    burst: float
+    tokens: float
+    updated: float
+
+    def take(self, now: float) -> float:
+        """0.0 if a token was taken, else the seconds until one will be available."""
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate
+
+
+class RateLimiter:
+    """One token bucket per caller (proxy key id, or client address without auth). ``rate <= 0``: off."""
+
+    def __init__(self, rate: float, burst: float | None = None, max_buckets: int = 100_000) -> None:
+        self.rate = float(rate)
+        self.burst = float(burst if burst is not None else max(1.0, 2 * rate))
+        if self.burst < 1:
+            raise ValueError("rate burst must be at least 1")
+        self.max_buckets = max_buckets
+        self._buckets: dict[str, TokenBucket] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0
+
+    def check(self, caller: str) -> None:
+        """Raises a 429 ApiError (with Retry-After) when ``caller`` is over its limit."""
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        with self._lock:
+            bucket = self._buckets.get(caller)
+            if bucket is None:
+                if len(self._buckets) >= self.max_buckets:  # forget the idle ones (full buckets)
+                    self._buckets = {k: b for k, b in self._buckets.items()
+                                     if b.tokens + (now - b.updated) * self.rate < self.burst}
+                bucket = self._buckets[caller] = TokenBucket(self.rate, self.burst, self.burst, now)
+            wait = bucket.take(now)
+        if wait > 0:
+            raise ApiError(429, f"Rate limit reached for this key: {self.rate:g} requests per second "
+                                f"(burst {self.burst:g}). Try again in {wait:.2f}s.",
+                           code="rate_limit_exceeded",
+                           headers={"Retry-After": str(max(1, math.ceil(wait))),
+                                    "retry-after-ms": str(max(1, math.ceil(wait * 1000)))})
+
+
+# ---- upstream errors --------------------------------------------------------------------------------
+
+def upstream_error(exc: BaseException) -> ApiError:
+    """A litellm / provider exception as the provider's status in OpenAI's error shape.
+
+    Connection failures are 502; timeouts 504; errors without a status 502 as well (the proxy itself is
+    fine, the upstream is not)."""
+    name = type(exc).__name__
+    status = getattr(exc, "status_code", None)
+    message = re.sub(r"^litellm\.\w+: (\w+: )?(\w+Exception - )?", "", str(getattr(exc, "message", None) or exc))
+    if "Timeout" in name:
+        status = 504
+    elif ("APIConnectionError" in name or not isinstance(status, int) or status < 400
+          or "Connection error" in message):
+        status = 502
+    headers: dict[str, str] = {}
+    response = getattr(exc, "response", None)
+    retry = None
+    try:
+        retry = response.headers.get("retry-after") if response is not None else None
+    except Exception:  # a response stub without headers
+        retry = None
+    if status == 429:
+        headers["Retry-After"] = str(retry or 1)
+    kind = ERROR_TYPES.get(status, "upstream_error" if status >= 500 else "invalid_request_error")
+    if status == 401:
+        kind = "authentication_error"
+    code = getattr(exc, "code", None)
+    return ApiError(status, f"upstream model error: {message}", type=kind, headers=headers,
+                    code=code if isinstance(code, str) else "upstream_error")
