@@ -272,7 +272,8 @@ class AsyncMemoryStream(AsyncIterator[ChatCompletionChunk]):
     async def _finish(self, partial: bool) -> None:
         if not self._done:
             self._done = True
-            await asyncio.to_thread(self._on_done, "".join(self._parts), partial, self._id)
+            # shielded: a caller that hangs up (task cancelled) must not cancel the recording of the turn
+            await asyncio.shield(asyncio.to_thread(self._on_done, "".join(self._parts), partial, self._id))
 
     async def aclose(self) -> None:
         await self._finish(partial=True)

@@ -164,7 +164,8 @@ class AsyncResponseStream(AsyncIterator[Any]):
     async def _finish(self, partial: bool) -> None:
         if not self._c.done:
             self._c.done = True
-            await asyncio.to_thread(self._c.on_done, self._c.text(), partial, self._c.response_id)
+            # shielded: a caller that hangs up (task cancelled) must not cancel the recording of the turn
+            await asyncio.shield(asyncio.to_thread(self._c.on_done, self._c.text(), partial, self._c.response_id))
 
     async def aclose(self) -> None:
         await self._finish(True)

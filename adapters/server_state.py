@@ -90,7 +90,6 @@ class ServerState:
         elif settings.embedder != "default":
             raise InvalidInputError(f"unknown embedder {settings.embedder!r}: default or hash")
         self.memory = Memory(config=cfg, embedder=embedder)
-        self._wal_keeper = _hold_sqlite_open(self.memory.engine)
         self.keys = KeyStore(self.memory.engine)
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
         # an OpenAI-compatible upstream that needs no key (ollama, vLLM ...) still gets one: the SDK insists
@@ -115,27 +114,7 @@ class ServerState:
 
     async def close(self) -> None:
         await self.client.close()
-        if self._wal_keeper is not None:
-            self._wal_keeper.close()
-            self._wal_keeper = None
 
-
-def _hold_sqlite_open(engine: Any) -> Any:
-    """Keeps one idle SQLite connection open for the server's lifetime.
-
-    The engine opens a connection per session (NullPool); when the last connection to a WAL database
-    closes, SQLite checkpoints and deletes the WAL, so every session close and the next commit pay for it
-    (measured: ~40 ms of file work per chat request). With this connection open no session close is the
-    last one. It holds no transaction, so checkpoints still run as usual."""
-    if engine.dialect.name != "sqlite":
-        return None
-    raw = engine.raw_connection()
-    cur = raw.cursor()
-    cur.execute("SELECT count(*) FROM sqlite_master")  # opens the WAL index; ends no transaction open
-    cur.fetchall()
-    cur.close()
-    raw.commit()
-    return raw
 
 
 @dataclass

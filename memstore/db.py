@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import QueuePool
 from sqlmodel import Session, SQLModel, create_engine
 
 from memstore import records  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -43,7 +43,10 @@ def get_engine(url: str) -> Engine:
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             engine = create_engine(
-                url, connect_args={"check_same_thread": False, "timeout": 30}, poolclass=NullPool
+                # a small pool: with no connection left open, SQLite checkpoints and deletes the WAL on every
+                # session close (milliseconds per write); pooled connections keep it open
+                url, connect_args={"check_same_thread": False, "timeout": 30}, poolclass=QueuePool,
+                pool_size=4, max_overflow=16
             )
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
@@ -111,37 +114,99 @@ def _m002_lexical_index(engine: Engine) -> None:
             conn.execute(text("CREATE INDEX IF NOT EXISTS ix_memories_tsv ON memories USING GIN (tsv)"))
 
 
+def _m003_unbounded_response_ids(engine: Engine) -> None:
+    """Provider response ids can be longer than the 128 characters first declared (litellm's Responses
+    ids are ~150). SQLite ignores VARCHAR lengths; PostgreSQL enforces them, so widen the columns there
+    (a catalog-only change, no table rewrite)."""
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.begin() as conn:
+        for table, column in (("turns", "response_id"), ("feedback", "response_id"),
+                              ("feedback", "other_response_id"), ("compliance", "response_id")):
+            conn.execute(text(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE VARCHAR"))
+
+
 MIGRATIONS: list[tuple[str, Callable[[Engine], None]]] = [
     ("001_tables", _m001_tables),
     ("002_lexical_index", _m002_lexical_index),
+    ("003_unbounded_response_ids", _m003_unbounded_response_ids),
 ]
 
 
+MIGRATION_LOCK_KEY = 727274  # pg_advisory_lock key: one migrator at a time per PostgreSQL database
+
+
 def migrate(engine: Engine) -> list[str]:
-    """Apply the migrations this database has not seen yet, in order. Returns the names applied."""
+    """Apply the migrations this database has not seen yet, in order. Returns the names applied.
+
+    Several processes may open a fresh database at once: on PostgreSQL a session-level advisory lock,
+    held on its own connection for the whole run, makes them take turns (the second one finds the work
+    done); on SQLite an exclusive lock file next to the database does the same."""
     applied: list[str] = []
     try:
-        with engine.begin() as conn:
-            conn.execute(text(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR(200) PRIMARY KEY, "
-                "applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
-            ))
-            if engine.dialect.name == "postgresql":  # one migrator at a time across processes
-                conn.execute(text("SELECT pg_advisory_xact_lock(727274)"))
-            done = {row[0] for row in conn.execute(text("SELECT name FROM schema_migrations"))}
-        for name, fn in MIGRATIONS:
-            if name in done:
-                continue
-            fn(engine)
+        with _migration_lock(engine):
             with engine.begin() as conn:
-                if engine.dialect.name == "postgresql":
-                    conn.execute(text(
-                        "INSERT INTO schema_migrations(name) VALUES (:n) ON CONFLICT DO NOTHING"
-                    ), {"n": name})
-                else:
-                    conn.execute(text("INSERT OR IGNORE INTO schema_migrations(name) VALUES (:n)"),
-                                 {"n": name})
-            applied.append(name)
+                conn.execute(text(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR(200) PRIMARY KEY, "
+                    "applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
+                ))
+                done = {row[0] for row in conn.execute(text("SELECT name FROM schema_migrations"))}
+            for name, fn in MIGRATIONS:
+                if name in done:
+                    continue
+                fn(engine)
+                with engine.begin() as conn:
+                    if engine.dialect.name == "postgresql":
+                        conn.execute(text(
+                            "INSERT INTO schema_migrations(name) VALUES (:n) ON CONFLICT DO NOTHING"
+                        ), {"n": name})
+                    else:
+                        conn.execute(text("INSERT OR IGNORE INTO schema_migrations(name) VALUES (:n)"),
+                                     {"n": name})
+                applied.append(name)
     except OperationalError as exc:
         raise StorageError(f"cannot open or migrate the database: {exc}") from exc
     return applied
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as lock_conn:
+            lock_conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+            lock_conn.commit()
+            try:
+                yield
+            finally:
+                try:
+                    lock_conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
+                    lock_conn.commit()
+                except Exception:  # never return a connection that may still hold the lock to the pool
+                    lock_conn.invalidate()
+        return
+    path = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not path or path == ":memory:" or path.startswith("file:"):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no cross-process lock
+        yield
+        return
+    with open(f"{path}.migrate-lock", "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def dispose_engine(url: str) -> bool:
+    """Closes the pooled connections of the engine of ``url`` and forgets it (long-running processes and
+    test suites that open many databases). The next ``get_engine(url)`` builds a fresh one."""
+    with _engines_lock:
+        engine = _engines.pop(url, None)
+    if engine is None:
+        return False
+    engine.dispose()
+    return True
