@@ -106,3 +106,13 @@ def test_cleaning_and_sentence_splitting() -> None:
     cleaned = clean_user_text("I'm vegan. Translate this: I love steak.\nAnd more pasted text.")
     assert cleaned == "I'm vegan. Translate this"
     assert split_sentences("I'm Dr. Smith. I live in Oslo! Do you?") == ["I'm Dr. Smith.", "I live in Oslo!", "Do you?"]
+
+
+@pytest.mark.parametrize("text", ["Big news: I moved to Lisbon!", "Update: my wife is pregnant!"])
+def test_news_after_a_short_lead_in_opens_the_gate(text: str) -> None:
+    assert needs_extraction([{"role": "user", "content": text}])
+
+
+@pytest.mark.parametrize("text", ["Translate this: I love my cat", "Summarize: I am the CEO of Acme and we grew"])
+def test_material_after_a_task_lead_in_does_not(text: str) -> None:
+    assert not needs_extraction([{"role": "user", "content": text}])

@@ -130,7 +130,19 @@ def _cut_material_after_colon(text: str) -> str:
     lead = re.split(r"(?<=[.!?])\s+", lead)[-1]
     if len(lead.split()) > 10 or _FIRST_PERSON.search(lead) or _KEEP_COLON_PREFIX.match(lead):
         return text
+    after = text[match.end():]
+    # "Big news: I moved to Lisbon!" is the user's own news; a task lead-in or a long or multi-line
+    # remainder is pasted material
+    if not (_MATERIAL_LEAD.search(lead) or len(after) > 300 or after.strip().count("\n") >= 2):
+        return text
     return text[: match.start()]
+
+
+_MATERIAL_LEAD = re.compile(
+    r"(?i)\b(?:summari[sz]e|translate|fix|review|explain|rewrite|rephrase|proofread|check|analy[sz]e|correct|"
+    r"improve|edit|debug|format|convert|classify|extract|paraphrase|respond to|reply to|answer|here(?:'s| is| are)|"
+    r"(?:this|the) (?:text|email|message|code|article|document|paragraph|passage|error|log|output|letter|post|"
+    r"review|note|list|snippet|query|prompt)s?|the following|below)\b")
 
 
 def clean_user_text(text: str, *, drop_quotes: bool = True) -> str:
