@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from memstore.inject import render_block, render_memory
+from memstore.inject import render_block, render_memory, render_rules
 from memstore.messages import last_user_text, normalize_messages
 from memstore.records import MemoryHit, MemoryRecord, StyleRule
 from memstore.store import check_scope
@@ -58,13 +58,13 @@ def build_context(mem: Memory, user_id: str, namespace: str, messages: Any,
     query = last_user_text(msgs).strip()
     profile = mem.profile(user_id, namespace)
 
-    base = render_block(profile.about_user, profile.response_style, profile.rules, [])
+    rules, dropped = _fit_rules(profile.rules, budget)
+    base = render_block(profile.about_user, profile.response_style, rules, [])
     used = count_tokens(base) if base else 0
     if not base:  # the wrapper and preamble cost tokens once the first memory goes in
         used = count_tokens(render_block(memories=[_placeholder()])) - count_tokens(render_memory(_placeholder()))
 
     chosen: list[MemoryHit] = []
-    dropped = 0
     seen: set[str] = set()
     candidates: list[MemoryHit] = []
     pinned = mem.store.list(user_id, namespace, pinned=True, limit=50)
@@ -85,13 +85,25 @@ def build_context(mem: Memory, user_id: str, namespace: str, messages: Any,
         used += cost
         chosen.append(hit)
 
-    block = render_block(profile.about_user, profile.response_style, profile.rules, [h.memory for h in chosen])
+    block = render_block(profile.about_user, profile.response_style, rules, [h.memory for h in chosen])
     return Context(
-        user_id=user_id, namespace=namespace, system_block=block, memories=chosen, rules=profile.rules,
+        user_id=user_id, namespace=namespace, system_block=block, memories=chosen, rules=rules,
         about_user=profile.about_user, response_style=profile.response_style,
         tokens=count_tokens(block) if block else 0, token_budget=budget, query=query, dropped=dropped,
         latency_ms=(time.perf_counter() - t0) * 1000,
     )
+
+
+def _fit_rules(rules: list[StyleRule], budget: int) -> tuple[list[StyleRule], int]:
+    """The rules that fit in the budget on their own, in order: all of them normally; a user with hundreds
+    of rules cannot make the block unbounded. (The two custom-instruction fields are always injected, each
+    capped by ``max_instruction_chars``.) Returns (kept rules, number left out)."""
+    used = 0
+    for i, r in enumerate(rules):
+        used += count_tokens(render_rules([r]).split("\n")[1]) + 1
+        if used > budget:
+            return rules[:i], len(rules) - i
+    return rules, 0
 
 
 def _placeholder() -> MemoryRecord:

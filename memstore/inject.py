@@ -8,6 +8,7 @@ that nothing inside it can close a tag or open a new one.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -24,14 +25,18 @@ PREAMBLE = (
 )
 
 
+# characters XML 1.0 does not allow (C0 controls but tab/newline/CR, lone surrogates, U+FFFE/U+FFFF)
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
 def quote(text: str) -> str:
-    """Escapes stored text for an XML element body: no tag can be closed or opened from inside."""
-    t = text.replace("\x00", "")
-    return escape(t, {'"': "&quot;"})
+    """Escapes stored text for an XML element body: no tag can be closed or opened from inside, and the
+    block stays well-formed XML (characters XML forbids, such as terminal escapes, are dropped)."""
+    return escape(_NOT_XML.sub("", text), {'"': "&quot;"})
 
 
 def _attr(value: str) -> str:
-    return escape(value, {'"': "&quot;", "\n": " "})
+    return escape(_NOT_XML.sub("", value), {'"': "&quot;", "\n": " "})
 
 
 def _date(dt: datetime | None) -> str:

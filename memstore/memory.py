@@ -19,7 +19,7 @@ from memstore.errors import InvalidInputError
 from memstore.messages import normalize_messages
 from memstore.records import MemoryEvent, MemoryHit, MemoryOp, MemoryRecord
 from memstore.retrieve import PRESETS, SearchSettings, hybrid_search
-from memstore.store import MemoryStore, check_kind, check_scope, check_text
+from memstore.store import MemoryStore, check_kind, check_metadata, check_scope, check_text
 from memstore.vectors import ChromaIndex, VectorIndex
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ class Memory:
             index = ChromaIndex(url=cfg.vector_url, collection=cfg.collection) if cfg.vector_url else \
                 ChromaIndex(path=cfg.resolved_vector_path(), collection=cfg.collection)
         self.store = MemoryStore(self.engine, index, embedder or SentenceTransformerEmbedder(cfg.embedding_model),
-                                 max_chars=cfg.max_memory_chars)
+                                 max_chars=cfg.max_memory_chars, redact_secrets=cfg.redact_secrets)
         self._llm = llm
         self._repaired = False
         self._repair_lock = threading.Lock()
@@ -107,8 +107,8 @@ class Memory:
         """
         user_id, namespace = check_scope(user_id, namespace)
         msgs = normalize_messages(messages)
-        if metadata is not None and not isinstance(metadata, dict):
-            raise InvalidInputError("metadata must be a dict")
+        if metadata is not None:
+            check_metadata(metadata)
         if actor not in ACTORS:
             raise InvalidInputError(f"actor must be one of {sorted(ACTORS)}")
         check_kind(kind)
@@ -191,9 +191,7 @@ class Memory:
                 raise InvalidInputError("importance must be between 0 and 1")
             fields["importance"] = float(importance)
         if metadata is not None:
-            if not isinstance(metadata, dict):
-                raise InvalidInputError("metadata must be a dict")
-            fields["meta"] = metadata
+            fields["meta"] = check_metadata(metadata)
         if text is None:
             if not fields:
                 raise InvalidInputError("nothing to update: give text or a field")

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from memstore.errors import InvalidInputError
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 MAX_PART_DEPTH = 4
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_unicode(text: str) -> str:
+    """``text`` with lone surrogates (what decoding non-UTF-8 bytes with ``surrogateescape`` leaves) replaced
+    by U+FFFD: they cannot be encoded, stored or embedded."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
 
 
 def content_text(content: Any, _depth: int = 0) -> str:
@@ -15,7 +27,7 @@ def content_text(content: Any, _depth: int = 0) -> str:
     if content is None:
         return ""
     if isinstance(content, str):
-        return content
+        return valid_unicode(content)
     if _depth > MAX_PART_DEPTH:
         raise InvalidInputError("message content is nested too deeply")
     if isinstance(content, list):

@@ -20,6 +20,7 @@ HELP = {
     "memstore_rule_checks_total": "Checkable style rules verified against replies.",
     "memstore_rule_violations_total": "Replies that broke a checkable style rule.",
     "memstore_rule_retries_total": "Corrective retries made by enforce_rules.",
+    "memstore_dense_fallback_total": "Searches answered lexically only because the vector index failed.",
 }
 
 

@@ -6,15 +6,20 @@ can restore the state before the last change (and, called again, the one before 
 
 from __future__ import annotations
 
+import functools
+import random
+import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Integer, func
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from memstore.db import session_scope
-from memstore.errors import InvalidInputError, NotFoundError
+from memstore.errors import InvalidInputError, NotFoundError, StorageError
 from memstore.records import (
     ComplianceRecord,
     ProfileRecord,
@@ -29,6 +34,26 @@ if TYPE_CHECKING:
     from memstore.memory import Memory
 
 MAX_RULE_CHARS = 500
+_T = TypeVar("_T")
+
+
+def _serialized(fn: Callable[..., _T]) -> Callable[..., _T]:
+    """Profile changes of one user are numbered (a unique version per change): when two writers, threads or
+    processes, change the same profile at once, the loser's transaction is rolled back and run again on the
+    new state, instead of failing with an IntegrityError."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> _T:
+        for attempt in range(10):
+            try:
+                return fn(*args, **kwargs)
+            except IntegrityError as exc:
+                if attempt == 9:
+                    raise StorageError(f"profile changed concurrently too often; retry: {exc}") from exc
+                time.sleep(random.uniform(0.002, 0.02) * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    return wrapper
 
 
 class Profile(BaseModel):
@@ -108,6 +133,7 @@ def _check_instruction(value: object, name: str, limit: int) -> str:
     return value
 
 
+@_serialized
 def set_instructions(mem: Memory, user_id: str, namespace: str = "default", *, about_user: str | None = None,
                      response_style: str | None = None, actor: str = "api") -> Profile:
     """Sets either or both custom-instruction fields ("" clears one). Too-long text is an error."""
@@ -149,6 +175,7 @@ class RulesHandle:
         with Session(self.mem.engine, expire_on_commit=False) as s:
             return self._find(s, rule_id)
 
+    @_serialized
     def add(self, text: str, checker: str | None = None, params: dict[str, Any] | None = None, *,
             source: str = "user", actor: str = "api", proposed: bool = False,
             source_turn_ids: list[str] | None = None) -> StyleRule:
@@ -191,6 +218,7 @@ class RulesHandle:
         return self.add(text, source="extracted", actor=actor, proposed=not self.mem.config.auto_accept_rules,
                         source_turn_ids=source_turn_ids)
 
+    @_serialized
     def remove(self, rule_id: str, actor: str = "api") -> StyleRule:
         with session_scope(self.mem.engine) as s:
             rule = self._find(s, rule_id)
@@ -208,6 +236,7 @@ class RulesHandle:
                 return self.remove(rule.id, actor)
         return None
 
+    @_serialized
     def _set(self, rule_id: str, actor: str, reason: str, **fields: Any) -> StyleRule:
         with session_scope(self.mem.engine) as s:
             rule = self._find(s, rule_id)
@@ -235,6 +264,7 @@ class RulesHandle:
                 ProfileVersion.user_id == self.user_id, ProfileVersion.namespace == self.namespace,
             ).order_by(col(ProfileVersion.version))).all())
 
+    @_serialized
     def undo(self, actor: str = "api") -> Profile:
         """Restores the profile and rules as they were before the last change (repeatable)."""
         with session_scope(self.mem.engine) as s:

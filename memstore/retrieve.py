@@ -4,6 +4,7 @@ with a mild recency term and pinned memories. Every query is scoped by (user_id,
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, replace
@@ -12,9 +13,13 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from memstore import metrics
+from memstore.errors import StorageError
 from memstore.lexical import lexical_search
 from memstore.records import MemoryHit, MemoryRecord, utcnow
 from memstore.store import MemoryStore
+
+log = logging.getLogger("memstore")
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,13 @@ def hybrid_search(
     if st.dense_weight > 0:
         vec = store.embed_query(query)
         t1 = time.perf_counter()
-        dense = store.index.query(vec, user_id, namespace, n)
+        try:
+            dense = store.index.query(vec, user_id, namespace, n)
+        except StorageError as exc:  # SQL is the truth: an index that cannot answer leaves lexical search
+            first = not metrics.snapshot().get("memstore_dense_fallback_total")
+            log.log(logging.WARNING if first else logging.DEBUG, "vector search failed, searching lexically "
+                    "only (counted in memstore_dense_fallback_total): %s", exc)
+            metrics.inc("memstore_dense_fallback_total")
         t2 = time.perf_counter()
         if timings is not None:
             timings["embed"] = t1 - t0

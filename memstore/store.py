@@ -7,7 +7,10 @@ Deletions leave a tombstone in the same transaction, so an orphan vector is remo
 
 from __future__ import annotations
 
+import json
 import logging
+import random
+import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -20,6 +23,7 @@ from sqlmodel import Session, col, select
 from memstore.db import session_scope
 from memstore.embed import Embedder
 from memstore.errors import InvalidInputError, NotFoundError, StorageError
+from memstore.messages import valid_unicode
 from memstore.records import (
     KINDS,
     MemoryEvent,
@@ -47,18 +51,46 @@ def check_scope(user_id: object, namespace: object) -> tuple[str, str]:
             raise InvalidInputError(f"{name} is longer than {MAX_SCOPE_CHARS} characters")
         if "\x00" in value:
             raise InvalidInputError(f"{name} must not contain NUL characters")
+        if valid_unicode(value) != value:
+            raise InvalidInputError(f"{name} is not valid Unicode (it holds lone surrogates)")
     return user_id, namespace  # type: ignore[return-value]
 
 
 def check_text(text: object, max_chars: int, what: str = "memory text") -> str:
     if not isinstance(text, str):
         raise InvalidInputError(f"{what} must be a string, got {type(text).__name__}")
-    cleaned = text.replace("\x00", "").strip()
+    cleaned = valid_unicode(text).replace("\x00", "").strip()
     if not cleaned:
         raise InvalidInputError(f"{what} must not be empty")
     if len(cleaned) > max_chars:
         raise InvalidInputError(f"{what} is {len(cleaned)} characters; the limit is {max_chars}")
     return cleaned
+
+
+MAX_METADATA_CHARS = 64_000
+MAX_METADATA_DEPTH = 16
+
+
+def check_metadata(meta: object) -> dict[str, Any]:
+    """A JSON object of bounded size and depth (deep or huge metadata would crash or bloat every row)."""
+    if not isinstance(meta, dict):
+        raise InvalidInputError("metadata must be a dict")
+    stack: list[tuple[object, int]] = [(meta, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_METADATA_DEPTH:
+            raise InvalidInputError(f"metadata is nested more than {MAX_METADATA_DEPTH} levels deep")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list | tuple):
+            stack.extend((v, depth + 1) for v in node)
+    try:
+        size = len(json.dumps(meta))
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"metadata must be JSON-serialisable: {exc}") from exc
+    if size > MAX_METADATA_CHARS:
+        raise InvalidInputError(f"metadata is {size} characters as JSON; the limit is {MAX_METADATA_CHARS}")
+    return meta
 
 
 def check_kind(kind: object) -> str:
@@ -70,11 +102,22 @@ def check_kind(kind: object) -> str:
 class MemoryStore:
     """SQL rows + vector index + embedder. No validation of public input beyond the basics."""
 
-    def __init__(self, engine: Engine, index: VectorIndex, embedder: Embedder, max_chars: int = 2000) -> None:
+    def __init__(self, engine: Engine, index: VectorIndex, embedder: Embedder, max_chars: int = 2000,
+                 redact_secrets: bool = True) -> None:
         self.engine = engine
         self.index = index
         self.embedder = embedder
         self.max_chars = max_chars
+        self.redact_secrets = redact_secrets
+
+    def _clean(self, text: str) -> str:
+        """Validated text, with secrets replaced by placeholders when ``redact_secrets`` (memstore.redact)."""
+        text = check_text(text, self.max_chars)
+        if self.redact_secrets:
+            from memstore.redact import redact
+
+            text = redact(text)[0]
+        return text
 
     # ---- reads ------------------------------------------------------------------------------------
     def get(self, memory_id: str, user_id: str | None = None, namespace: str | None = None) -> MemoryRecord:
@@ -137,13 +180,27 @@ class MemoryStore:
     def add_many(self, user_id: str, namespace: str, items: Iterable[dict[str, Any]], actor: str,
                  reason: str | None = None) -> list[MemoryOp]:
         """Inserts memories (dicts of MemoryRecord fields incl. ``text``); exact duplicates are NOOPs and
-        a duplicate of an invalidated memory restores it. Embeds and indexes the new ones in one batch."""
+        a duplicate of an invalidated memory restores it. Embeds and indexes the new ones in one batch.
+        When a concurrent writer stores the same text first, the batch is rolled back and run again (the
+        text is then a NOOP), so racing writers never fail and never store a text twice."""
+        items = list(items)
+        for attempt in range(10):
+            try:
+                return self._add_many(user_id, namespace, items, actor, reason)
+            except _ConcurrentDuplicate as exc:
+                if attempt == 9:
+                    raise StorageError("concurrent duplicate write; retry") from exc.__cause__
+                time.sleep(random.uniform(0.002, 0.02) * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _add_many(self, user_id: str, namespace: str, items: list[dict[str, Any]], actor: str,
+                  reason: str | None) -> list[MemoryOp]:
         ops: list[MemoryOp] = []
         fresh: list[MemoryRecord] = []
         with session_scope(self.engine) as s:
             seen: dict[str, MemoryRecord] = {}
             for item in items:
-                text = check_text(item["text"], self.max_chars)
+                text = self._clean(item["text"])
                 h = content_hash(text)
                 if h in seen:
                     ops.append(MemoryOp(event="NOOP", memory=seen[h], reason="duplicate in the same batch"))
@@ -180,13 +237,13 @@ class MemoryStore:
             try:
                 s.flush()
             except IntegrityError as exc:  # a concurrent writer stored the same text first
-                raise StorageError("concurrent duplicate write; retry") from exc
+                raise _ConcurrentDuplicate() from exc
         self._index(fresh)
         return ops
 
     def update_text(self, memory_id: str, text: str, actor: str, reason: str | None = None,
                     user_id: str | None = None, **fields: Any) -> MemoryOp:
-        text = check_text(text, self.max_chars)
+        text = self._clean(text)
         with session_scope(self.engine) as s:
             rec = self._locked(s, memory_id, user_id)
             old = rec.text
@@ -373,6 +430,10 @@ class MemoryStore:
         if rec is None or (user_id is not None and rec.user_id != user_id):
             raise NotFoundError(f"no memory with id {memory_id!r}")
         return rec
+
+
+class _ConcurrentDuplicate(Exception):
+    pass
 
 
 def _merge_sources(existing: MemoryRecord, item: dict[str, Any]) -> bool:

@@ -197,7 +197,19 @@ def test_unknown_ids_raise_not_found(store: Memory) -> None:
             call()
 
 
-def test_index_rebuilt_from_sql_after_it_is_deleted(tmp_path: Path) -> None:
+def test_index_reset_and_rebuilt_from_sql(store: Memory) -> None:
+    ids = [o.memory.id for o in store.add(
+        [{"role": "user", "content": t} for t in ("I play the cello", "I grow tomatoes", "I speak Japanese")],
+        user_id="alice", infer=False)]
+    store.store.index.reset()
+    assert store.store.index.count() == 0
+    assert store.reindex() == 3
+    assert store.store.index.ids("alice") == set(ids)
+    assert store.search("musical instrument", user_id="alice")[0].memory.id == ids[0]
+
+
+def test_index_rebuilt_from_sql_after_its_directory_is_deleted(tmp_path: Path) -> None:
+    """Embedded files: the whole chroma directory deleted while no process runs."""
     import shutil
 
     home = tmp_path / "h"
@@ -205,11 +217,8 @@ def test_index_rebuilt_from_sql_after_it_is_deleted(tmp_path: Path) -> None:
     ids = [o.memory.id for o in mem.add(
         [{"role": "user", "content": t} for t in ("I play the cello", "I grow tomatoes", "I speak Japanese")],
         user_id="alice", infer=False)]
-    mem.store.index.reset()
-    assert mem.store.index.count() == 0
-    assert mem.reindex() == 3
     assert mem.search("musical instrument", user_id="alice")[0].memory.id == ids[0]
-    # the whole chroma directory deleted while no process runs: the next process rebuilds it from SQL
+    # the next process rebuilds it from SQL
     shutil.rmtree(home / "chroma")
     code = (
         "import sys; from memstore import Memory, MemoryConfig; "
@@ -237,18 +246,17 @@ class _BrokenIndex:
         return getattr(self.real, name)
 
 
-def test_crash_between_sql_and_index_write_is_repaired_on_next_open(tmp_path: Path) -> None:
-    home = tmp_path / "h"
-    healthy = Memory(config=MemoryConfig(home=home))
+def test_crash_between_sql_and_index_write_is_repaired_on_next_open(make_memory) -> None:
+    healthy = make_memory()
     healthy.add("I collect vinyl records", user_id="alice", infer=False)
-    broken = Memory(config=MemoryConfig(home=home), index=_BrokenIndex(healthy.store.index))
+    broken = Memory(config=healthy.config, index=_BrokenIndex(healthy.store.index))
     broken._repaired = True
     op = broken.add("I am training for a marathon", user_id="alice", infer=False)[0]
     assert op.memory.indexed is False  # stored in SQL, not in the index
     gone = broken.add("I dislike olives", user_id="alice", infer=False)[0].memory
     broken.delete(gone.id)  # SQL delete lands, the vector stays behind (tombstoned)
 
-    reopened = Memory(config=MemoryConfig(home=home))
+    reopened = Memory(config=healthy.config)
     hits = reopened.search("running race training", user_id="alice")
     assert hits[0].memory.id == op.memory.id
     assert "dense" in hits[0].sources

@@ -76,6 +76,7 @@ class RulesExtractor:
     name = "rules"
 
     def extract(self, batch: Batch) -> ExtractionResult:
+        from memstore.extract.reconcile import near_duplicate
         from memstore.extract.rules_based import extract as extract_candidates
 
         by_handle = {m.handle: m for m in batch.memories}
@@ -98,7 +99,9 @@ class RulesExtractor:
                         out.operations.append(MemoryOperation(op="INVALIDATE", target=similar[0][0], turn=i,
                                                               reason="the user retracted it"))
                     continue
-                if similar and similar[0][1] >= DUPLICATE_SIMILARITY:
+                known = {m.handle: m.text for m in batch.memories}  # lookup() adds to batch.memories
+                if similar and near_duplicate(cand.text, known.get(similar[0][0], cand.text), similar[0][1],
+                                              DUPLICATE_SIMILARITY):
                     out.operations.append(MemoryOperation(op="NOOP", target=similar[0][0], turn=i,
                                                           reason="near-duplicate"))
                     continue

@@ -15,7 +15,7 @@ from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
 from memstore.db import session_scope
-from memstore.errors import ExtractionError, LLMError
+from memstore.errors import ExtractionError, LLMError, StorageError
 from memstore.extract.extractor import Batch, Extractor, LLMExtractor, RulesExtractor
 from memstore.extract.prompts import ExistingItem, TurnView
 from memstore.messages import content_text
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("memstore")
 MAX_SHOWN_MEMORIES = 40
+MAX_SHOWN_RULES = 60
+MAX_VIEW_CHARS = 16_000  # of a turn's user text: gate, redaction and prompt work stay bounded
 
 
 def make_extractor(mem: Memory) -> Extractor:
@@ -62,6 +64,9 @@ def turn_view(turn: Turn, redact_secrets: bool = True) -> TurnView:
     user = "\n".join(content_text(m.get("content")) for m in msgs if m.get("role") == "user")
     assistant = turn.response or "\n".join(content_text(m.get("content")) for m in turn.messages
                                            if m.get("role") == "assistant")[-600:]
+    if len(user) > MAX_VIEW_CHARS:  # pasted material: the user's own framing sits at its two ends
+        user = user[:MAX_VIEW_CHARS * 3 // 4] + "\n…\n" + user[-MAX_VIEW_CHARS // 4:]
+    assistant = assistant[:4000]
     if redact_secrets:
         from memstore.redact import redact_text
 
@@ -139,11 +144,15 @@ def _extract_chunk(mem: Memory, user_id: str, namespace: str, turns: list[Turn],
                 handle_for(hit.memory)
 
     def lookup(text: str) -> list[tuple[str, float]]:
-        found = mem.store.index.query(mem.store.embed_query(text), user_id, namespace, 5)
+        try:
+            found = mem.store.index.query(mem.store.embed_query(text), user_id, namespace, 5)
+        except StorageError as exc:  # the index may be down: reconcile without it (the hash still dedupes)
+            log.info("vector index unavailable for extraction lookup: %s", exc)
+            return []
         recs = mem.store.get_many([i for i, _ in found], user_id, namespace)
         return [(handle_for(recs[i]), sim) for i, sim in found if i in recs and recs[i].invalid_at is None]
 
-    rules = mem.rules(user_id, namespace).list()
+    rules = mem.rules(user_id, namespace).list()[-MAX_SHOWN_RULES:]  # the newest: a bounded prompt
     rule_handles = {f"r{i + 1}": r.id for i, r in enumerate(rules)}
     rule_items = [ExistingItem(handle=f"r{i + 1}", text=r.text) for i, r in enumerate(rules)]
     batch = Batch(turns=views, memories=shown, rules=rule_items, now=max(t.created_at for t in turns), lookup=lookup)

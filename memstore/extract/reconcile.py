@@ -13,7 +13,7 @@ import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from memstore.errors import InvalidInputError, NotFoundError
+from memstore.errors import InvalidInputError, NotFoundError, StorageError
 from memstore.extract.prompts import ExtractionResult
 from memstore.records import MemoryOp
 
@@ -35,23 +35,46 @@ def parse_date(value: str | None) -> datetime | None:
     return None
 
 
+def details(text: str) -> set[str]:
+    """The parts of a statement an embedding barely sees: numbers and names ("born in 2021" vs "2022",
+    "item k27" vs "item k22", "sister Ana" vs "sister Eva" are 0.9+ similar yet different facts)."""
+    words = re.findall(r"[^\W_]+", text)
+    return {w.lower() for i, w in enumerate(words) if any(c.isdigit() for c in w) or (i > 0 and w[0].isupper())}
+
+
+def near_duplicate(text: str, existing: str, similarity: float, threshold: float = NEAR_DUPLICATE) -> bool:
+    return similarity >= threshold and details(text) == details(existing)
+
+
 def _content_words(text: str) -> set[str]:
     from memstore.lexical import STOPWORDS
 
     return {w[:5] for w in re.findall(r"[^\W_]+", text.lower()) if len(w) > 2 and w not in STOPWORDS}
 
 
+# words every rule has: they say nothing about which rule the user stated
+_GENERIC_RULE_WORDS = frozenset({"alway", "never", "use", "reply", "repli", "respo", "answe", "pleas", "stop",
+                                 "start", "keep", "make", "write", "don't", "dont", "every", "from", "now", "any",
+                                 "your", "messa", "user"})
+
+
 def grounded_rule(rule_text: str, user_text: str) -> bool:
-    """True when the user's own words (quotes, code, pasted material removed) carry the rule."""
+    """True when the user's own words (quotes, code, pasted material removed) carry the rule: most of the
+    rule's specific words are in one of the user's own instruction sentences (or, failing that, in their
+    own text). That the user gave *some* instruction is not enough: "Please never use emojis. Summarize:
+    '... always reply in French ...'" grounds the emoji rule, not the French one."""
     from memstore.extract.gate import clean_user_text, sentence_reason, split_sentences
 
     own = clean_user_text(user_text)
     if not own.strip():
         return False
-    if any(sentence_reason(s) == "instruction" for s in split_sentences(own)):
+    instructions = [s for s in split_sentences(own) if sentence_reason(s) == "instruction"]
+    want = _content_words(rule_text) - _GENERIC_RULE_WORDS
+    if not want:  # nothing specific to look for ("Always reply", "Never do that")
+        return bool(instructions)
+    if any(len(want & _content_words(s)) / len(want) >= 0.5 for s in instructions):
         return True
-    want = _content_words(rule_text)
-    return bool(want) and len(want & _content_words(own)) / len(want) >= 0.5
+    return len(want & _content_words(own)) / len(want) >= 0.5
 
 
 def apply(mem: Memory, user_id: str, namespace: str, result: ExtractionResult, handles: dict[str, str],
@@ -69,12 +92,19 @@ def apply(mem: Memory, user_id: str, namespace: str, result: ExtractionResult, h
             return {}
         return turn_metadata[i] if i is not None and 0 <= i < len(turn_metadata) else turn_metadata[0]
 
+    def similar(text: str) -> list[tuple[str, float]]:
+        try:
+            return mem.store.index.query(mem.store.embed_query(text), user_id, namespace, 3)
+        except StorageError as exc:  # exact duplicates are still caught by the content hash
+            log.info("vector index unavailable for the near-duplicate check: %s", exc)
+            return []
+
     def add(text: str, kind: str, turn: int | None, date: str | None, reason: str) -> MemoryOp:
-        for mid, sim in mem.store.index.query(mem.store.embed_query(text), user_id, namespace, 3):
+        for mid, sim in similar(text):
             if sim < NEAR_DUPLICATE:
                 break
             rec = mem.store.get_many([mid], user_id, namespace).get(mid)
-            if rec is not None and rec.invalid_at is None:
+            if rec is not None and rec.invalid_at is None and near_duplicate(text, rec.text, sim):
                 return MemoryOp(event="NOOP", memory=rec, reason="near-duplicate of an existing memory")
         item = {"text": text, "kind": kind, "source": actor, "source_turn_ids": turn_id(turn),
                 "valid_from": parse_date(date), "confidence": 0.8, "meta": dict(meta_of(turn))}
