@@ -1,0 +1,433 @@
+"""LoCoMo turn-level evidence recall@k: does retrieval find the turns a question's answer rests on?
+
+Each conversation is ingested into its own scope and, for every question of categories 1-4 (1 multi-hop,
+2 temporal, 3 open-domain, 4 single-hop; 5, adversarial, has no evidence to find), the retriever's top-k
+memories are scored by the fraction of the question's evidence turn ids among their sources::
+
+    recall@k(q) = |evidence(q) ∩ ⋃ sources(top-k memories)| / |evidence(q)|
+
+averaged over questions, overall and per category. Modes:
+
+* ``raw``: one memory per turn (no model). ``text="keyed"`` stores "Speaker (8 May 2023): text", the
+  speaker and the session date as keys of the memory; ``"plain"`` stores the turn text alone. An image
+  turn's caption is appended as "[shares a photo of ...]" in both.
+* ``extract``: every turn goes through the configured extractor (``MemoryConfig.extractor``) as a user
+  message of its speaker (one scope per speaker) dated with the session time; memories are mapped back to
+  the turns they came from through ``source_turn_ids``.
+
+Reference (LoCoMo paper, DRAGON over turns): recall@5 56.7, @10 66.2, @25 76.7.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from memstore.eval.common import environment, progress, summary_ms
+
+if TYPE_CHECKING:
+    from memstore.memory import Memory
+    from memstore.records import MemoryHit
+
+CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
+DEFAULT_KS = (5, 10, 25)
+REFERENCE = {"name": "LoCoMo paper, DRAGON over turns", "recall": {5: 56.7, 10: 66.2, 25: 76.7}}
+NAMESPACE = "locomo"
+_DT = re.compile(r"(?i)(\d{1,2}):(\d{2})\s*([ap]m)\s+on\s+(\d{1,2})\s+([a-z]+),?\s+(\d{4})")
+_EVIDENCE = re.compile(r"^D:?(\d+):(\d+)$")
+
+
+# ---- the data ---------------------------------------------------------------------------------------
+
+@dataclass
+class Turn:
+    dia_id: str
+    speaker: str
+    text: str
+    session: int
+    date: datetime | None
+    index: int
+    caption: str | None = None
+
+
+@dataclass
+class Question:
+    text: str
+    category: int
+    evidence: list[str]
+    answer: str = ""
+
+
+@dataclass
+class Conversation:
+    sample_id: str
+    speakers: list[str]
+    turns: list[Turn]
+    questions: list[Question]
+    dropped_evidence: list[str] = field(default_factory=list)   # ids not among the turns
+    skipped_questions: int = 0                                   # categories 1-4 left with no evidence
+
+
+def parse_session_date(text: str) -> datetime | None:
+    """LoCoMo's session stamps, e.g. "1:56 pm on 8 May, 2023" (taken as UTC)."""
+    m = _DT.search(text or "")
+    if not m:
+        return None
+    hour, minute, ampm, day, month, year = m.groups()
+    try:
+        stamp = datetime.strptime(f"{day} {month[:3]} {year}", "%d %b %Y")
+    except ValueError:
+        return None
+    return stamp.replace(hour=int(hour) % 12 + (12 if ampm.lower() == "pm" else 0), minute=int(minute),
+                         tzinfo=UTC)
+
+
+def parse_evidence(raw: Iterable[Any], known: set[str]) -> tuple[list[str], list[str]]:
+    """Evidence turn ids, normalised ("D:11:26" -> "D11:26", "D8:6; D9:17" split), and the ids dropped
+    because no such turn exists."""
+    good: list[str] = []
+    dropped: list[str] = []
+    for item in raw:
+        for part in re.split(r"[;,\s]+", str(item)):
+            if not part:
+                continue
+            m = _EVIDENCE.match(part)
+            tid = f"D{m.group(1)}:{m.group(2)}" if m else part
+            if m and tid in known:
+                if tid not in good:
+                    good.append(tid)
+            else:
+                dropped.append(part)
+    return good, dropped
+
+
+def parse_conversation(sample: Mapping[str, Any], n: int = 0, categories: Iterable[int] = CATEGORIES) -> Conversation:
+    conv = sample.get("conversation", {})
+    keys = sorted((k for k, v in conv.items() if re.fullmatch(r"session_\d+", k) and isinstance(v, list)),
+                  key=lambda k: int(k.split("_")[1]))
+    turns: list[Turn] = []
+    for key in keys:
+        session = int(key.split("_")[1])
+        date = parse_session_date(str(conv.get(f"{key}_date_time", "")))
+        for t in conv[key]:
+            if not isinstance(t, Mapping) or "dia_id" not in t:
+                continue
+            turns.append(Turn(dia_id=str(t["dia_id"]), speaker=str(t.get("speaker", "")), text=str(t.get("text", "")),
+                              session=session, date=date, index=len(turns), caption=t.get("blip_caption") or None))
+    known = {t.dia_id for t in turns}
+    speakers = [s for s in (conv.get("speaker_a"), conv.get("speaker_b")) if s] or \
+        list(dict.fromkeys(t.speaker for t in turns))
+    cats = set(categories)
+    questions: list[Question] = []
+    dropped: list[str] = []
+    skipped = 0
+    for qa in sample.get("qa", []):
+        if qa.get("category") not in cats:
+            continue
+        ev, bad = parse_evidence(qa.get("evidence", []), known)
+        dropped.extend(bad)
+        if not ev:
+            skipped += 1
+            continue
+        questions.append(Question(text=str(qa["question"]), category=int(qa["category"]), evidence=ev,
+                                  answer=str(qa.get("answer", ""))))
+    return Conversation(sample_id=str(sample.get("sample_id", f"conv-{n}")), speakers=speakers, turns=turns,
+                        questions=questions, dropped_evidence=dropped, skipped_questions=skipped)
+
+
+def load_locomo(path: str | Path) -> list[Conversation]:
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return [parse_conversation(s, i) for i, s in enumerate(data)]
+
+
+def _date_text(d: datetime | None) -> str:
+    return f"{d.day} {d.strftime('%B')} {d.year}" if d else ""
+
+
+def turn_text(turn: Turn, keyed: bool = True) -> str:
+    """What a raw-mode memory says: the turn (plus its image caption), keyed with speaker and date."""
+    body = turn.text.strip()
+    if turn.caption:
+        body = f"{body} [shares {turn.caption.strip()}]".strip()
+    if not keyed:
+        return body or "(empty)"
+    when = _date_text(turn.date)
+    return f"{turn.speaker} ({when}): {body}" if when else f"{turn.speaker}: {body}"
+
+
+# ---- scoring (pure) ---------------------------------------------------------------------------------
+
+def recall_at_k(ranked_sources: Sequence[Iterable[str]], evidence: Iterable[str], k: int) -> float:
+    """Fraction of ``evidence`` among the sources of the first ``k`` retrieved memories."""
+    want = set(evidence)
+    if not want:
+        return 0.0
+    got: set[str] = set()
+    for sources in ranked_sources[:k]:
+        got.update(sources)
+    return len(want & got) / len(want)
+
+
+def aggregate(rows: Sequence[Mapping[str, Any]], ks: Sequence[int]) -> dict[str, Any]:
+    """Mean recall@k (in %) over rows, overall and per category; rows carry ``category`` and ``recall``
+    ({k: fraction}), optionally ``tokens`` ({k: int}) and ``latency_s``."""
+    def block(sub: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {"n": len(sub)}
+        for k in ks:
+            vals = [float(r["recall"][k]) for r in sub]
+            out[f"recall@{k}"] = round(100 * sum(vals) / len(vals), 2) if vals else 0.0
+        return out
+
+    result = {"overall": block(rows), "per_category": {}}
+    for cat, name in CATEGORIES.items():
+        sub = [r for r in rows if r["category"] == cat]
+        if sub:
+            result["per_category"][f"{cat} {name}"] = block(sub)
+    if rows and "tokens" in rows[0]:
+        result["tokens_per_question"] = {
+            f"@{k}": round(sum(r["tokens"][k] for r in rows) / len(rows), 1) for k in ks}
+    lat = [r["latency_s"] for r in rows if "latency_s" in r]
+    if lat:
+        result["search_latency"] = summary_ms(lat)
+    return result
+
+
+# ---- ingestion --------------------------------------------------------------------------------------
+
+def ingest_raw(mem: Memory, conv: Conversation, keyed: bool = True, namespace: str = NAMESPACE) -> int:
+    """One memory per turn, in one batch (one embedding call)."""
+    items = [{
+        "text": turn_text(t, keyed), "kind": "event", "valid_from": t.date, "source_turn_ids": [t.dia_id],
+        "meta": {"dia_id": t.dia_id, "speaker": t.speaker, "session": t.session, "turn": t.index},
+    } for t in conv.turns]
+    ops = mem.store.add_many(conv.sample_id, namespace, items, actor="import")
+    return sum(1 for o in ops if o.event == "ADD")
+
+
+def ingest_extract(mem: Memory, conv: Conversation, namespace: str = NAMESPACE) -> dict[str, str]:
+    """Every turn through the configured extractor, one scope per speaker (user_id "conv:speaker").
+    Returns outbox turn id -> dia_id."""
+    from memstore.db import session_scope
+    from memstore.records import Turn as OutboxTurn
+    from memstore.worker import drain
+
+    mapping: dict[str, str] = {}
+    with session_scope(mem.engine) as s:
+        for t in conv.turns:
+            body = t.text if not t.caption else f"{t.text} [shares {t.caption}]"
+            row = OutboxTurn(user_id=speaker_scope(conv, t.speaker), namespace=namespace,
+                             messages=[{"role": "user", "content": body}], response="",
+                             status="pending", meta={"mode": "add", "dia_id": t.dia_id},
+                             **({"created_at": t.date} if t.date else {}))
+            s.add(row)
+            mapping[row.id] = t.dia_id
+    drain(mem)
+    return mapping
+
+
+def speaker_scope(conv: Conversation, speaker: str) -> str:
+    return f"{conv.sample_id}:{speaker}"
+
+
+# ---- the run ----------------------------------------------------------------------------------------
+
+Searcher = Callable[[str, Conversation, int], "list[MemoryHit]"]
+
+
+def make_searcher(mem: Memory, retriever: str, mode: str, namespace: str = NAMESPACE) -> Searcher:
+    """``retriever``: "library" (Memory.search, preset no_recency) or a PLUS_PRESETS name."""
+    from memstore.eval.retrieval import PLUS_PRESETS, ConversationRetriever, named_speakers
+
+    plus = ConversationRetriever(mem, retriever) if retriever != "library" else None
+    if retriever != "library" and retriever not in PLUS_PRESETS:
+        raise ValueError(f"unknown retriever {retriever!r}")
+
+    def one(query: str, user_id: str, limit: int) -> list[MemoryHit]:
+        if plus is not None:
+            return plus.search(query, user_id, namespace, limit)
+        return mem.search(query, user_id, namespace, limit=limit, settings="no_recency")
+
+    if mode == "raw":
+        return lambda q, conv, limit: one(q, conv.sample_id, limit)
+
+    def merged(q: str, conv: Conversation, limit: int) -> list[MemoryHit]:
+        hits: list[MemoryHit] = []
+        named = named_speakers(q, conv.speakers)
+        for sp in conv.speakers:
+            part = one(q, speaker_scope(conv, sp), limit)
+            if len(named) == 1 and sp == named[0] and part:
+                best = max(h.score for h in part)
+                part = [h.model_copy(update={"score": h.score + 0.2 * best}) for h in part]
+            hits.extend(part)
+        hits.sort(key=lambda h: h.score, reverse=True)
+        return hits[:limit]
+
+    return merged
+
+
+def run_locomo(
+    data: str | Path,
+    mode: str = "raw",
+    ks: Sequence[int] = DEFAULT_KS,
+    retrievers: Sequence[str] = ("plus",),
+    text: str = "keyed",
+    conversations: Sequence[int] | None = None,
+    held_out_from: int | None = 3,
+    store: str | Path | None = None,
+    config: Any = None,
+    show_progress: bool = True,
+    embedder: Any = None,
+) -> dict[str, Any]:
+    """Ingests, asks every question and scores. One result block per retriever (same ingested store)."""
+    from memstore.config import MemoryConfig
+    from memstore.inject import render_block
+    from memstore.memory import Memory
+    from memstore.tokens import count_tokens
+
+    if mode not in ("raw", "extract"):
+        raise ValueError("mode must be raw or extract")
+    if mode == "extract" and any(r != "library" for r in retrievers):
+        raise ValueError("extract mode searches with the library retriever only: extracted memories carry no "
+                         "speaker / session / turn keys for the conversation-aware signals")
+    ks = sorted(set(int(k) for k in ks))
+    convs = load_locomo(data)
+    chosen = list(range(len(convs))) if conversations is None else [i for i in conversations if i < len(convs)]
+    tmp = None
+    if store is None:
+        tmp = tempfile.TemporaryDirectory(prefix="memstore-locomo-")
+        store = tmp.name
+    cfg = (config or MemoryConfig()).model_copy(update={"home": Path(store)})
+    mem = Memory(config=cfg, embedder=embedder)
+    t_ingest = time.perf_counter()
+    mappings: dict[int, dict[str, str]] = {}
+    total_q = sum(len(convs[i].questions) for i in chosen)
+    with progress(show_progress) as bar:
+        task = bar.add_task(f"ingest ({mode})", total=len(chosen))
+        for i in chosen:
+            if mode == "raw":
+                ingest_raw(mem, convs[i], keyed=(text == "keyed"))
+            else:
+                mappings[i] = ingest_extract(mem, convs[i])
+            bar.advance(task)
+        needs_context = any(r != "library" for r in retrievers) and mode == "raw"
+        if needs_context:
+            from memstore.eval.retrieval import ConversationRetriever
+
+            indexer = ConversationRetriever(mem)
+            ctask = bar.add_task("context vectors", total=len(chosen))
+            for i in chosen:
+                indexer.index_context(convs[i].sample_id, NAMESPACE)
+                bar.advance(ctask)
+        ingest_s = time.perf_counter() - t_ingest
+        memories = {i: _memory_count(mem, convs[i], mode) for i in chosen}
+        results: dict[str, Any] = {}
+        for retriever in retrievers:
+            _clear_query_cache(mem)  # every retriever pays for its own query embeddings
+            searcher = make_searcher(mem, retriever, mode)
+            qtask = bar.add_task(f"questions ({retriever})", total=total_q)
+            rows: list[dict[str, Any]] = []
+            for i in chosen:
+                conv = convs[i]
+                for q in conv.questions:
+                    t0 = time.perf_counter()
+                    hits = searcher(q.text, conv, max(ks))
+                    latency = time.perf_counter() - t0
+                    srcs = [_dia_sources(h, mappings.get(i)) for h in hits]
+                    rows.append({
+                        "conversation": conv.sample_id, "conv_index": i, "category": q.category,
+                        "question": q.text, "evidence": q.evidence,
+                        "recall": {k: recall_at_k(srcs, q.evidence, k) for k in ks},
+                        "tokens": {k: count_tokens(render_block(memories=[h.memory for h in hits[:k]]))
+                                   if hits[:k] else 0 for k in ks},
+                        "latency_s": latency,
+                        "top_sources": [s for src in srcs[:max(ks)] for s in src][:max(ks)],
+                    })
+                    bar.advance(qtask)
+            results[retriever] = _summarise(rows, ks, held_out_from)
+            results[retriever]["questions"] = rows
+    if tmp is not None:
+        tmp.cleanup()
+    dropped = [d for i in chosen for d in convs[i].dropped_evidence]
+    return {
+        "benchmark": "locomo", "mode": mode, "text": text if mode == "raw" else "extracted", "ks": ks,
+        "data": str(data), "conversations": [convs[i].sample_id for i in chosen],
+        "held_out_from": held_out_from, "extractor": cfg.extractor if mode == "extract" else None,
+        "questions": total_q, "turns": sum(len(convs[i].turns) for i in chosen),
+        "memories": sum(memories.values()), "ingest_seconds": round(ingest_s, 2),
+        "dropped_evidence_ids": dropped,
+        "skipped_questions": sum(convs[i].skipped_questions for i in chosen),
+        "reference": REFERENCE, "retrievers": results, "environment": environment(),
+    }
+
+
+def _summarise(rows: list[dict[str, Any]], ks: Sequence[int], held_out_from: int | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"all": aggregate(rows, ks)}
+    if held_out_from is not None:
+        tune = [r for r in rows if r["conv_index"] < held_out_from]
+        held = [r for r in rows if r["conv_index"] >= held_out_from]
+        if tune and held:
+            out["tune"] = aggregate(tune, ks)
+            out["held_out"] = aggregate(held, ks)
+    return out
+
+
+def _clear_query_cache(mem: Memory) -> None:
+    cache = getattr(mem.store.embedder, "_cache", None)
+    if cache is not None and hasattr(cache, "clear"):
+        cache.clear()
+
+
+def _memory_count(mem: Memory, conv: Conversation, mode: str) -> int:
+    if mode == "raw":
+        return len(mem.store.list(conv.sample_id, NAMESPACE))
+    return sum(len(mem.store.list(speaker_scope(conv, sp), NAMESPACE)) for sp in conv.speakers)
+
+
+def _dia_sources(hit: MemoryHit, mapping: Mapping[str, str] | None) -> list[str]:
+    ids = list(hit.memory.source_turn_ids or [])
+    if mapping is None:
+        return ids
+    return [mapping[t] for t in ids if t in mapping]
+
+
+# ---- presentation -----------------------------------------------------------------------------------
+
+def print_report(result: Mapping[str, Any], out: Any = None) -> None:
+    from rich.table import Table
+
+    from memstore.eval.common import console, print_env
+
+    out = out or console()
+    ks = result["ks"]
+    for name, res in result["retrievers"].items():
+        table = Table(title=f"LoCoMo evidence recall, mode={result['mode']} text={result['text']} "
+                            f"retriever={name}")
+        table.add_column("split / category")
+        table.add_column("questions", justify="right")
+        for k in ks:
+            table.add_column(f"recall@{k}", justify="right")
+        for split in ("all", "tune", "held_out"):
+            if split not in res:
+                continue
+            block = res[split]
+            table.add_row(f"[bold]{split}[/]", str(block["overall"]["n"]),
+                          *[f"{block['overall'][f'recall@{k}']:.1f}" for k in ks])
+            if split == "all":
+                for cat, cb in block["per_category"].items():
+                    table.add_row(f"  {cat}", str(cb["n"]), *[f"{cb[f'recall@{k}']:.1f}" for k in ks])
+        ref = result["reference"]["recall"]
+        table.add_row("[dim]reference (DRAGON)[/]", "", *[f"[dim]{ref.get(k, '')}[/]" for k in ks])
+        out.print(table)
+        allb = res["all"]
+        lat = allb.get("search_latency", {})
+        tok = allb.get("tokens_per_question", {})
+        out.print(f"search latency p50 {lat.get('p50_ms', 0):.1f} ms, p95 {lat.get('p95_ms', 0):.1f} ms; "
+                  "injected tokens per question " + ", ".join(f"{k} {v}" for k, v in tok.items()))
+    print_env(result["environment"], out)
