@@ -33,6 +33,8 @@ class MemoryConfig(BaseModel):
     vector_backend: Literal["chroma"] = "chroma"
     collection: str = Field("memstore_memories", description="Chroma collection name.")
     embedding_model: str | None = Field(None, description="sentence-transformers path or name.")
+    vector_cache_mb: int = Field(256, ge=0, description="Memory for exact in-process search over each scope's "
+                                 "vectors (LRU); 0 sends every dense query to the vector index.")
 
     extractor: Literal["llm", "rules"] = "llm"
     llm_model: str = "gpt-4.1-mini"

@@ -3,6 +3,7 @@ relevant to the latest user message, all within a token budget."""
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -60,9 +61,7 @@ def build_context(mem: Memory, user_id: str, namespace: str, messages: Any,
 
     rules, dropped = _fit_rules(profile.rules, budget)
     base = render_block(profile.about_user, profile.response_style, rules, [])
-    used = count_tokens(base) if base else 0
-    if not base:  # the wrapper and preamble cost tokens once the first memory goes in
-        used = count_tokens(render_block(memories=[_placeholder()])) - count_tokens(render_memory(_placeholder()))
+    used = count_tokens(base) if base else _wrapper_tokens()  # the wrapper costs tokens once a memory goes in
 
     chosen: list[MemoryHit] = []
     seen: set[str] = set()
@@ -106,5 +105,8 @@ def _fit_rules(rules: list[StyleRule], budget: int) -> tuple[list[StyleRule], in
     return rules, 0
 
 
-def _placeholder() -> MemoryRecord:
-    return MemoryRecord(id="x" * 32, user_id="u", text="x", kind="fact")
+@functools.cache
+def _wrapper_tokens() -> int:
+    """Tokens of the block's wrapper and preamble around the memories (the same for every request)."""
+    placeholder = MemoryRecord(id="x" * 32, user_id="u", text="x", kind="fact")
+    return count_tokens(render_block(memories=[placeholder])) - count_tokens(render_memory(placeholder))

@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import QueuePool
 from sqlmodel import Session, SQLModel, create_engine
 
-from memstore import records  # noqa: F401  (registers the tables on SQLModel.metadata)
+from memstore import records  # registers the tables on SQLModel.metadata
 from memstore.errors import ConfigError, StorageError
 
 _engines: dict[str, Engine] = {}
@@ -126,10 +126,31 @@ def _m003_unbounded_response_ids(engine: Engine) -> None:
             conn.execute(text(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE VARCHAR"))
 
 
+def _m004_scope_versions(engine: Engine) -> None:
+    """The per-scope change tokens of the vector cache, seeded for the scopes that already have memories."""
+    records.ScopeVersion.__table__.create(engine, checkfirst=True)  # type: ignore[attr-defined]
+    token = "'m004' || " + ("lower(hex(randomblob(14)))" if engine.dialect.name == "sqlite"
+                            else "substr(md5(random()::text), 1, 28)")
+    with engine.begin() as conn:
+        conn.execute(text(
+            f"INSERT INTO scope_versions (user_id, namespace, token) SELECT d.user_id, d.namespace, {token} "
+            "FROM (SELECT DISTINCT user_id, namespace FROM memories) d WHERE NOT EXISTS (SELECT 1 FROM "
+            "scope_versions v WHERE v.user_id = d.user_id AND v.namespace = d.namespace)"))
+
+
+def _m005_pinned_index(engine: Engine) -> None:
+    """Pinned memories are read on every request: an index so that reading them does not scan the scope."""
+    with engine.begin() as conn:
+        conn.execute(text("CREATE INDEX IF NOT EXISTS ix_memories_scope_pinned "
+                          "ON memories (user_id, namespace, pinned, created_at)"))
+
+
 MIGRATIONS: list[tuple[str, Callable[[Engine], None]]] = [
     ("001_tables", _m001_tables),
     ("002_lexical_index", _m002_lexical_index),
     ("003_unbounded_response_ids", _m003_unbounded_response_ids),
+    ("004_scope_versions", _m004_scope_versions),
+    ("005_pinned_index", _m005_pinned_index),
 ]
 
 

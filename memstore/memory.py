@@ -55,7 +55,8 @@ class Memory:
             index = ChromaIndex(url=cfg.vector_url, collection=cfg.collection) if cfg.vector_url else \
                 ChromaIndex(path=cfg.resolved_vector_path(), collection=cfg.collection)
         self.store = MemoryStore(self.engine, index, embedder or SentenceTransformerEmbedder(cfg.embedding_model),
-                                 max_chars=cfg.max_memory_chars, redact_secrets=cfg.redact_secrets)
+                                 max_chars=cfg.max_memory_chars, redact_secrets=cfg.redact_secrets,
+                                 vector_cache_bytes=cfg.vector_cache_mb * 2**20)
         self._llm = llm
         self._repaired = False
         self._repair_lock = threading.Lock()

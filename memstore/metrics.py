@@ -21,6 +21,8 @@ HELP = {
     "memstore_rule_violations_total": "Replies that broke a checkable style rule.",
     "memstore_rule_retries_total": "Corrective retries made by enforce_rules.",
     "memstore_dense_fallback_total": "Searches answered lexically only because the vector index failed.",
+    "memstore_vector_cache_hits_total": "Dense queries answered from the in-process scope vector cache.",
+    "memstore_vector_cache_misses_total": "Dense queries sent to the vector index (scope loading or too big).",
 }
 
 

@@ -95,7 +95,7 @@ def hybrid_search(
         vec = store.embed_query(query)
         t1 = time.perf_counter()
         try:
-            dense = store.index.query(vec, user_id, namespace, n)
+            dense = store.dense_query(vec, user_id, namespace, n)
         except StorageError as exc:  # SQL is the truth: an index that cannot answer leaves lexical search
             first = not metrics.snapshot().get("memstore_dense_fallback_total")
             log.log(logging.WARNING if first else logging.DEBUG, "vector search failed, searching lexically "

@@ -21,6 +21,9 @@ from memstore.errors import ConfigError, StorageError
 
 @runtime_checkable
 class VectorIndex(Protocol):
+    """The persistent vector index. An implementation may also offer ``vectors(ids) -> {id: vector}``:
+    then memstore keeps each searched scope's vectors in memory and searches them exactly (dense.py)."""
+
     def upsert(self, ids: list[str], embeddings: np.ndarray, user_ids: list[str], namespaces: list[str]) -> None:
         ...
 
@@ -161,6 +164,21 @@ class ChromaIndex:
         ids = res["ids"][0] if res["ids"] else []
         dists = res["distances"][0] if res.get("distances") else []
         return [(i, 1.0 - float(d)) for i, d in zip(ids, dists, strict=False)]
+
+    def vectors(self, ids: list[str]) -> dict[str, np.ndarray]:
+        """The stored vectors of ``ids`` (those the index has)."""
+        if not ids:
+            return {}
+        try:
+            res = self._run(lambda col: col.get(ids=list(ids), include=["embeddings"]))
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise StorageError(f"vector index read failed: {exc}") from exc
+        embs = res.get("embeddings")
+        if embs is None:
+            return {}
+        return {i: np.asarray(e, dtype=np.float32) for i, e in zip(res["ids"], embs, strict=False)}
 
     def ids(self, user_id: str | None = None, namespace: str | None = None) -> set[str]:
         conds = [{"user_id": user_id}] if user_id is not None else []

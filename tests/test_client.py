@@ -189,6 +189,8 @@ class _DownIndex:
 def test_fail_open_when_the_index_is_broken(config, llm: ScriptedLLM, caplog) -> None:
     from memstore import metrics
 
+    # alice's memory is in the index; then the index goes down (an empty scope needs no index to search)
+    Memory(config=config).add("I live in Lisbon", user_id="alice", infer=False)
     broken = Memory(config=config, index=_DownIndex())
     broken._repaired = True
     before = metrics.snapshot().get("memstore_fail_open_total", 0)

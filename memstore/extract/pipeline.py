@@ -145,7 +145,7 @@ def _extract_chunk(mem: Memory, user_id: str, namespace: str, turns: list[Turn],
 
     def lookup(text: str) -> list[tuple[str, float]]:
         try:
-            found = mem.store.index.query(mem.store.embed_query(text), user_id, namespace, 5)
+            found = mem.store.dense_query(mem.store.embed_query(text), user_id, namespace, 5)
         except StorageError as exc:  # the index may be down: reconcile without it (the hash still dedupes)
             log.info("vector index unavailable for extraction lookup: %s", exc)
             return []

@@ -94,7 +94,7 @@ def apply(mem: Memory, user_id: str, namespace: str, result: ExtractionResult, h
 
     def similar(text: str) -> list[tuple[str, float]]:
         try:
-            return mem.store.index.query(mem.store.embed_query(text), user_id, namespace, 3)
+            return mem.store.dense_query(mem.store.embed_query(text), user_id, namespace, 3)
         except StorageError as exc:  # exact duplicates are still caught by the content hash
             log.info("vector index unavailable for the near-duplicate check: %s", exc)
             return []
