@@ -32,9 +32,9 @@ from memstore.cli_common import CliError, State, set_state
 # name -> (module, attribute, one-line help, what to install when it is missing)
 LAZY: dict[str, tuple[str, str, str, str]] = {
     "eval": ("memstore.eval.cli", "eval_app", "Benchmarks of retrieval quality: LoCoMo evidence recall, PrefEval "
-             "preference recall.", "pip install 'memstore[bench]'"),
+             "preference recall, and the no-LLM extraction path.", "pip install 'memstore[bench]'"),
     "bench": ("memstore.eval.cli", "bench_app", "Latency and throughput benchmarks: search, ingest, client overhead, "
-              "CLI start-up.", "pip install 'memstore[bench]'"),
+              "CLI start-up, the proxy server, server backends.", "pip install 'memstore[bench]'"),
     "serve": ("adapters.server_cli", "serve", "Run the OpenAI-compatible proxy: any OpenAI SDK gets memory by "
               "pointing base_url here.", "pip install 'memstore[server]'"),
     "keys": ("adapters.server_cli", "keys_app", "Proxy keys for `memstore serve`: create, list, revoke.",

@@ -254,8 +254,51 @@ def test_cli_apps_import_cheaply() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
                           cwd=str(Path(__file__).resolve().parents[1]))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert {c.name for c in eval_app.registered_commands} == {"locomo", "prefeval"}
-    assert {c.name for c in bench_app.registered_commands} == {"search", "ingest", "overhead", "cli"}
+    assert {c.name for c in eval_app.registered_commands} == {"locomo", "prefeval", "extraction"}
+    assert {c.name for c in bench_app.registered_commands} == {"search", "ingest", "overhead", "cli", "server",
+                                                              "backends"}
+
+
+def test_eval_extraction_cli(locomo_file: Path, tmp_path: Path) -> None:
+    """Gate and rules-extractor precision/recall against the observations, gate savings on distractors."""
+    sample = _locomo_sample()
+    sample["observation"] = {  # Bob's parrot and Alice's cello lessons, telescope and teacher are facts
+        "session_1_observation": {"Bob": [["Bob adopted a parrot named Kiwi.", "D1:2"]],
+                                  "Alice": [["Alice learns the cello.", "D1:3"]]},
+        "session_2_observation": {"Alice": [["Alice's cello teacher is Margarethe.", "D2:1"],
+                                            ["Alice bought a telescope.", ["D2:3"]]]},
+    }
+    locomo_path = tmp_path / "observed.json"
+    locomo_path.write_text(json.dumps([sample]), encoding="utf-8")
+    pref = tmp_path / "prefeval"
+    (pref / "explicit_preference").mkdir(parents=True)
+    (pref / "filtered_inter_turns.json").write_text(json.dumps([{"conversation_id": "c", "conversation": [
+        {"role": "user", "content": "what is 2+2?"}, {"role": "assistant", "content": "4"},
+        {"role": "user", "content": "translate 'good morning' into French"},
+        {"role": "user", "content": "I moved to Lisbon last month."}]}]))
+    (pref / "explicit_preference" / "food.json").write_text(json.dumps([
+        {"preference": "I am vegetarian and never eat meat.", "question": "q", "explanation": "e"}]))
+    out = tmp_path / "extraction.json"
+    res = CliRunner().invoke(eval_app, ["extraction", "--locomo", str(locomo_path), "--prefeval", str(pref),
+                                        "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    loc = data["locomo"]
+    assert (loc["turns"], loc["fact_bearing_turns"]) == (7, 4)
+    base = loc["baseline_every_turn"]
+    assert (base["tp"], base["fp"], base["precision"], base["recall"]) == (4, 3, round(4 / 7, 4), 1.0)
+    for name in ("gate", "extractor"):
+        r = loc[name]
+        assert r["tp"] + r["fn"] == 4 and r["tp"] + r["fp"] + r["fn"] + r["tn"] == 7
+        assert r["precision"] == round(r["tp"] / (r["tp"] + r["fp"]), 4)
+    assert loc["extractor"]["tp"] >= 3  # the three first-person facts of Alice and Bob's parrot
+    pe = data["prefeval"]
+    assert (pe["distractor_turns"], pe["preference_statements"], pe["gate_passed"]) == (3, 1, 1)
+    assert pe["gate_skipped"] == 2 and pe["skip_rate"] == round(2 / 3, 4)  # the self-disclosure goes through
+    assert "LLM calls saved" in res.output and "precision" in res.output
+    assert "per_conversation" not in loc and data["environment"]["machine"]["cpu_count"]
+    bad = CliRunner().invoke(eval_app, ["extraction", "--out", str(out)])
+    assert bad.exit_code == 2 and "--locomo" in bad.output
 
 
 def test_benchmarks_doc_quotes_the_result_files() -> None:

@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
                                queries=args.queries, repeats=args.repeats, ingest_messages=args.ingest_messages,
                                batch=args.batch, embedder_factory=factory, show_progress=not args.no_progress)
     result["environment"]["load_average_before"] = load_before
-    shown = ["python -m memstore.eval.bench_backends"]
+    shown = ["memstore bench backends"]
     for flag, value in (("--database-url", _redact(args.database_url)), ("--vector-url", args.vector_url),
                         ("--memories", args.memories), ("--users", args.users), ("--queries", args.queries),
                         ("--repeats", args.repeats), ("--ingest-messages", args.ingest_messages),

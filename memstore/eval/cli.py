@@ -10,9 +10,11 @@ from pathlib import Path
 
 import typer
 
-eval_app = typer.Typer(help="Benchmarks of retrieval quality: LoCoMo evidence recall, PrefEval preference recall.",
+eval_app = typer.Typer(help="Benchmarks of retrieval quality: LoCoMo evidence recall, PrefEval preference recall, "
+                            "and the no-LLM extraction path.",
                        no_args_is_help=True, add_completion=False)
-bench_app = typer.Typer(help="Latency and throughput benchmarks: search, ingest, client overhead, CLI start-up.",
+bench_app = typer.Typer(help="Latency and throughput benchmarks: search, ingest, client overhead, CLI start-up, "
+                             "the proxy server, server backends.",
                         no_args_is_help=True, add_completion=False)
 
 
@@ -118,6 +120,61 @@ def prefeval_cmd(
     typer.echo(f"wrote {out}")
 
 
+@eval_app.command("extraction")
+def extraction_cmd(
+    locomo: Path = typer.Option(None, "--locomo", exists=True, dir_okay=False,
+                                help="LoCoMo JSON file: the gate's and the rules extractor's turn-level precision/"
+                                     "recall against the dataset's observation annotations."),
+    prefeval: Path = typer.Option(None, "--prefeval", exists=True, file_okay=False,
+                                  help="PrefEval directory: the share of distractor turns the gate skips (LLM "
+                                       "calls saved) and of preference statements it lets through."),
+    out: Path = typer.Option(Path("extraction-results.json"), "--out", help="JSON result file."),
+    full: bool = typer.Option(False, "--full", help="Keep per-conversation / per-topic rows in the JSON."),
+) -> None:
+    """The no-LLM path: the extraction gate and the rules-based extractor, measured on LoCoMo and PrefEval."""
+    from rich.table import Table
+
+    from memstore.eval.common import console, environment, write_json
+    from memstore.eval.extraction import locomo_observation_prf, prefeval_gate_savings
+
+    if locomo is None and prefeval is None:
+        raise typer.BadParameter("give --locomo FILE, --prefeval DIR or both", param_hint="--locomo / --prefeval")
+    result: dict[str, object] = {"benchmark": "extraction", "environment": environment()}
+    out_console = console()
+    if locomo is not None:
+        res = locomo_observation_prf(locomo)
+        if not full:
+            res.pop("per_conversation", None)
+        result["locomo"] = res
+        table = Table(title=f"LoCoMo: which of {res['turns']:,} turns carry a fact "
+                            f"({res['fact_bearing_turns']:,} per the observations)")
+        for col_name in ("predictor", "precision", "recall", "F1", "turns predicted"):
+            table.add_column(col_name, justify="left" if col_name == "predictor" else "right")
+        for name, label in (("gate", "gate (opens for the extractor)"), ("extractor", "gate + rules extractor"),
+                            ("baseline_every_turn", "every turn (baseline)")):
+            r = res[name]
+            table.add_row(label, f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}",
+                          f"{r['tp'] + r['fp']:,}")
+        out_console.print(table)
+    if prefeval is not None:
+        res = prefeval_gate_savings(prefeval)
+        if not full:
+            res.pop("per_topic", None)
+        result["prefeval"] = res
+        table = Table(title="PrefEval: the gate before the extraction model")
+        table.add_column("turns")
+        table.add_column("count", justify="right")
+        table.add_column("through the gate", justify="right")
+        table.add_row("distractor chat turns", f"{res['distractor_turns']:,}",
+                      f"{res['distractor_turns'] - res['gate_skipped']:,} ({1 - res['skip_rate']:.1%}; "
+                      f"{res['skip_rate']:.1%} of LLM calls saved)")
+        table.add_row("explicit preference statements", f"{res['preference_statements']:,}",
+                      f"{res['gate_passed']:,} ({res['pass_rate']:.1%})")
+        out_console.print(table)
+    write_json(out, result)
+    typer.echo(f"wrote {out}")
+
+
 @bench_app.command("search")
 def bench_search_cmd(
     sizes: list[int] = typer.Option([1000, 10000, 100000], "--sizes", help="Store sizes (repeat the option)."),
@@ -203,6 +260,92 @@ def bench_cli_cmd(
     write_json(out, result)
     print_cli(result)
     typer.echo(f"wrote {out}")
+
+
+@bench_app.command("server")
+def bench_server_cmd(
+    requests: int = typer.Option(800, "--requests", help="Requests per concurrent scenario."),
+    concurrency: int = typer.Option(16, "--concurrency", help="Concurrent clients."),
+    sequential_requests: int = typer.Option(100, "--sequential-requests",
+                                            help="Requests of the one-client runs (the proxy's own overhead)."),
+    memories: int = typer.Option(20, "--memories", help="Memories per user (16 users)."),
+    embedder: str = typer.Option("default", "--embedder", help="default (the bundled MiniLM) or hash (no model)."),
+    worker: bool = typer.Option(True, "--worker/--no-worker", help="Run background extraction in the proxy."),
+    out: Path = typer.Option(Path("bench-server.json"), "--out", help="JSON result file."),
+    write: Path = typer.Option(None, "--write", help="Also write the Markdown report here "
+                                                      "(docs/benchmarks-server.md)."),
+) -> None:
+    """memstore serve under load: throughput and p50/p95 with N concurrent openai SDK clients against the scripted
+    upstream, and the proxy's overhead per request over calling that upstream directly."""
+    from memstore.eval.common import offline_env
+
+    offline_env()
+    from rich.table import Table
+
+    from adapters.server_bench import run_server_bench, to_markdown
+    from memstore.eval.common import console, write_json
+
+    if embedder not in ("default", "hash"):
+        raise typer.BadParameter("default or hash", param_hint="--embedder")
+    report = run_server_bench(requests, concurrency, sequential_requests, memories, embedder=embedder,
+                              worker=worker, progress=lambda m: typer.echo(f"[bench] {m}", err=True))
+    write_json(out, report)
+    table = Table(title=f"memstore serve, {concurrency} concurrent clients / 1 client")
+    for name in ("scenario", "clients", "req/s", "p50 ms", "p95 ms", "errors"):
+        table.add_column(name, justify="left" if name == "scenario" else "right")
+    for name, res in report["results"].items():
+        table.add_row(name, str(res["concurrency"]), str(res["throughput_rps"]), str(res["p50_ms"]),
+                      str(res["p95_ms"]), str(res["errors"]))
+    console().print(table)
+    for name, over in report["overhead_vs_direct"].items():
+        typer.echo(f"{name}: +{over['p50_ms']} ms p50 over the upstream directly (one client)")
+    if write is not None:
+        command = (f"memstore bench server --requests {requests} --concurrency {concurrency} --sequential-requests "
+                   f"{sequential_requests} --memories {memories} --embedder {embedder} "
+                   f"{'--worker' if worker else '--no-worker'} --out {out} --write {write}")
+        write.write_text(to_markdown(report, command), encoding="utf-8")
+    typer.echo(f"wrote {out}" + (f" and {write}" if write is not None else ""))
+
+
+@bench_app.command("backends")
+def bench_backends_cmd(
+    database_url: str = typer.Option(None, "--database-url", envvar="MEMSTORE_BENCH_DATABASE_URL",
+                                     help="PostgreSQL SQLAlchemy URL of a database the role may create schemas in; "
+                                          "without it only the embedded defaults are measured."),
+    vector_url: str = typer.Option(None, "--vector-url", envvar="MEMSTORE_BENCH_VECTOR_URL",
+                                   help="chroma server URL (default: one is started for the run)."),
+    memories: int = typer.Option(10_000, "--memories", help="Memories in each store."),
+    users: int = typer.Option(100, "--users"),
+    queries: int = typer.Option(200, "--queries", help="Timed searches per run and user kind."),
+    repeats: int = typer.Option(3, "--repeats"),
+    ingest_messages: int = typer.Option(1000, "--ingest-messages", help="Messages per ingest run."),
+    batch: int = typer.Option(50, "--batch", help="Messages per Memory.add call in the ingest runs."),
+    embedder: str = typer.Option("minilm", "--embedder",
+                                 help="minilm (the bundled model, end to end) or hash (no model: the backends' "
+                                      "own cost)."),
+    out: Path = typer.Option(Path("bench-backends.json"), "--out", help="JSON result file."),
+    write: Path = typer.Option(None, "--write", help="Also write (or with --append, add to) this Markdown file."),
+    append: bool = typer.Option(False, "--append", help="Append the section to --write instead of replacing it."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Search p50/p95 and ingest rate on PostgreSQL + a chroma server against the embedded defaults."""
+    from memstore.eval.bench_backends import main as backends_main
+
+    if embedder not in ("minilm", "hash"):
+        raise typer.BadParameter("minilm or hash", param_hint="--embedder")
+    argv = ["--memories", str(memories), "--users", str(users), "--queries", str(queries), "--repeats", str(repeats),
+            "--ingest-messages", str(ingest_messages), "--batch", str(batch), "--embedder", embedder,
+            "--json", str(out)]
+    for flag, value in (("--database-url", database_url), ("--vector-url", vector_url), ("--write", write)):
+        if value:
+            argv += [flag, str(value)]
+    if append:
+        argv.append("--append")
+    if not progress:
+        argv.append("--no-progress")
+    code = backends_main(argv)
+    if code:
+        raise typer.Exit(code)
 
 
 def _root() -> typer.Typer:
