@@ -128,6 +128,11 @@ class ScopeVectorCache:
         metrics.inc("memstore_vector_cache_hits_total")
         return _top(entry, vec, limit)
 
+    def holds(self, user_id: str, namespace: str) -> bool:
+        """Whether the scope's vectors are in memory now (as of their last refresh)."""
+        with self._lock:
+            return (user_id, namespace) in self._entries
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()

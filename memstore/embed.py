@@ -7,9 +7,12 @@ loaded with HF_HUB_OFFLINE=1. torch and sentence-transformers are imported on fi
 from __future__ import annotations
 
 import os
+import queue
 import threading
 from collections import OrderedDict
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -55,6 +58,10 @@ class SentenceTransformerEmbedder:
         return self._model_ref or "all-MiniLM-L6-v2 (bundled)"
 
     def _model(self):  # type: ignore[no-untyped-def]
+        """The loaded model (loading it, on the forward-pass thread, the first time)."""
+        return forward_passes().call(self._load)
+
+    def _load(self):  # type: ignore[no-untyped-def]
         ref = self._model_ref or bundled_model_path()
         with _models_lock:
             model = _models.get(ref)
@@ -85,15 +92,136 @@ class SentenceTransformerEmbedder:
                 if hit is not None:
                     self._cache.move_to_end(texts[0])
                     return hit[None, :]
-        vecs = self._model().encode(
-            texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-        ).astype(np.float32)
+        vecs = forward_passes().encode(self._model_ref or "<bundled>", self._load, texts)
         if len(texts) == 1:
             with self._lock:
                 self._cache[texts[0]] = vecs[0]
                 if len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
         return vecs
+
+
+class ForwardPasses:
+    """The one thread that runs every torch call of memstore's embedder (model loading included).
+
+    torch's CPU kernels parallelise with OpenMP, which gives each calling thread its own team of worker
+    threads. Once a second thread has used torch (the extraction worker, an async client's thread pool, a
+    proxy's request threads), there are more OpenMP threads than cores and libgomp throttles its spin-waiting:
+    every parallel region then waits on a futex wake-up, and a query embedding measured 7.8 ms from one
+    thread but 14-15 ms once another thread had embedded anything (2 cores). So every call runs on a single
+    thread. Requests that queue up meanwhile run as one batch (up to ``max_batch`` texts): under concurrency
+    one forward pass over eight queries costs far less than eight passes.
+    """
+
+    def __init__(self, max_batch: int = 128) -> None:
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def encode(self, key: str, load: Callable[[], Any], texts: list[str]) -> np.ndarray:
+        """Embeddings of ``texts`` by the model ``load()`` returns; ``key`` names the model (jobs with the same
+        key may share a forward pass)."""
+        return self._submit(_Job(key, load, list(texts), Future()))
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Runs ``fn()`` on the forward-pass thread (anything else that touches torch: loading, inspecting)."""
+        return self._submit(_Job("", fn, None, Future()))
+
+    def _submit(self, job: _Job) -> Any:
+        if threading.current_thread() is self._thread:
+            return _run_one(job)
+        self._ensure_thread()
+        self._queue.put(job)
+        return job.done.result()
+
+    def _ensure_thread(self) -> None:
+        with self._lock:
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._queue = queue.SimpleQueue()  # a forked child starts with a fresh queue and thread
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, args=(self._queue,), name="memstore-embed",
+                                                daemon=True)
+                self._thread.start()
+
+    def _run(self, jobs: queue.SimpleQueue[_Job]) -> None:
+        held: list[_Job] = []
+        while True:
+            first = held.pop(0) if held else jobs.get()
+            if first.texts is None:
+                _settle([first], lambda job=first: [_run_one(job)])
+                continue
+            batch, size = [first], len(first.texts)
+            while size < self.max_batch:  # whatever else waits for the same model joins this pass
+                try:
+                    job = held.pop(0) if held else jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job.texts is None or job.key != first.key:
+                    held.append(job)
+                    break
+                batch.append(job)
+                size += len(job.texts)
+            if len(batch) == 1:
+                _settle(batch, lambda job=first: [_run_one(job)])
+                continue
+            try:
+                vecs = _encode(first.load(), [t for j in batch for t in j.texts or []])
+            except BaseException:  # one caller's texts broke the shared pass: run each alone, so only it fails
+                for job in batch:
+                    _settle([job], lambda job=job: [_run_one(job)])
+                continue
+            _settle(batch, lambda vecs=vecs, jobs=batch: _split(vecs, jobs))
+
+
+class _Job:
+    __slots__ = ("done", "key", "load", "texts")
+
+    def __init__(self, key: str, load: Callable[[], Any], texts: list[str] | None, done: Future[Any]) -> None:
+        self.key, self.load, self.texts, self.done = key, load, texts, done
+
+
+def _run_one(job: _Job) -> Any:
+    return job.load() if job.texts is None else _encode(job.load(), job.texts)
+
+
+def _split(vecs: np.ndarray, batch: list[_Job]) -> list[np.ndarray]:
+    out, start = [], 0
+    for job in batch:
+        n = len(job.texts or [])
+        out.append(vecs[start:start + n])
+        start += n
+    return out
+
+
+def _settle(batch: list[_Job], compute: Callable[[], list[Any]]) -> None:
+    """Runs ``compute`` and hands each job its result, or every job the error."""
+    try:
+        results = compute()
+    except BaseException as exc:
+        for job in batch:
+            job.done.set_exception(exc)
+        return
+    for job, result in zip(batch, results, strict=True):
+        job.done.set_result(result)
+
+
+def _encode(model: Any, texts: list[str]) -> np.ndarray:
+    return model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
+                        show_progress_bar=False).astype(np.float32)
+
+
+_passes: ForwardPasses | None = None
+
+
+def forward_passes() -> ForwardPasses:
+    """The process's forward-pass thread (created on first use)."""
+    global _passes
+    with _models_lock:
+        if _passes is None:
+            _passes = ForwardPasses()
+        return _passes
 
 
 class HashEmbedder:

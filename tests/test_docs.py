@@ -30,6 +30,25 @@ def test_extraction_doc_shows_the_current_prompt_and_input() -> None:
     assert msgs[-1]["content"] in doc
 
 
+def test_extraction_doc_shows_the_repair_exchange() -> None:
+    from memstore.extract.prompts import ExtractionResult
+    from memstore.llm import LLM
+    from memstore.testing import ScriptedLLM
+
+    first = ('{"operations": [{"op": "ADD", "text": "Plays the cello in an orchestra", "kind": "hobby", '
+             '"turn": 0}], "instructions": []}')
+    fixed = first.replace('"hobby"', '"fact"')
+    with ScriptedLLM() as server:
+        server.enqueue(first, fixed)
+        llm = LLM("openai/scripted", api_base=server.base_url, api_key="k", max_retries=0)
+        result = llm.structured([{"role": "user", "content": "the extraction input"}], ExtractionResult)
+        sent = server.requests[-1].body["messages"]
+    assert result.operations[0].kind == "fact"
+    doc = (DOCS / "extraction.md").read_text()
+    assert sent[-2] == {"role": "assistant", "content": first} and first in doc and fixed in doc
+    assert sent[-1]["role"] == "user" and f"```text\n{sent[-1]['content']}\n```" in doc
+
+
 def test_instructions_doc_shows_the_rendered_block(make_memory) -> None:
     from memstore.embed import HashEmbedder
     from memstore.memory import Memory
