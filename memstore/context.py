@@ -12,8 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from memstore.inject import render_block, render_memory, render_rules
 from memstore.messages import last_user_text, normalize_messages
 from memstore.records import MemoryHit, MemoryRecord, StyleRule
-from memstore.retrieve import hybrid_search
-from memstore.store import check_scope, check_text
+from memstore.store import check_scope
 from memstore.tokens import count_tokens
 
 if TYPE_CHECKING:
@@ -58,12 +57,6 @@ def build_context(mem: Memory, user_id: str, namespace: str, messages: Any,
     budget = token_budget if token_budget is not None else mem.config.token_budget
     msgs = normalize_messages(messages)
     query = last_user_text(msgs).strip()
-    settings = mem.search_settings.with_(include_pinned=False)
-    if query:
-        query = check_text(query[:4000], 10_000, "query")
-        mem._ensure_repaired()
-    # the query's embedding computes on the forward-pass thread while the profile, rules and pinned facts load
-    pending = mem.store.embed_query_soon(query) if query and settings.dense_weight > 0 else None
     profile = mem.profile(user_id, namespace)
 
     rules, dropped = _fit_rules(profile.rules, budget)
@@ -77,8 +70,9 @@ def build_context(mem: Memory, user_id: str, namespace: str, messages: Any,
     candidates.extend(MemoryHit(memory=p, score=1.0, sources=["pinned"]) for p in
                       sorted(pinned, key=lambda m: (-m.importance, m.created_at)))
     if query:
-        candidates.extend(hybrid_search(mem.store, query, user_id, namespace, limit or mem.config.search_limit,
-                                        settings=settings, query_vector=pending))
+        settings = mem.search_settings.with_(include_pinned=False)
+        candidates.extend(mem.search(query[:4000], user_id, namespace, limit=limit or mem.config.search_limit,
+                                     settings=settings))
     for hit in candidates:
         if hit.memory.id in seen:
             continue

@@ -86,30 +86,19 @@ class SentenceTransformerEmbedder:
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embeds a batch; single short texts (queries) are served from a small LRU cache."""
-        return self.embed_soon(texts)()
-
-    def embed_soon(self, texts: list[str]) -> Callable[[], np.ndarray]:
-        """Starts embedding ``texts`` on the forward-pass thread and returns at once; calling the result waits
-        for the vectors. Lets a search run its SQL (lexical query, profile, pinned facts) meanwhile."""
-        texts = list(texts)
         if len(texts) == 1:
             with self._lock:
                 hit = self._cache.get(texts[0])
                 if hit is not None:
                     self._cache.move_to_end(texts[0])
-                    return lambda: hit[None, :]
-        pending = forward_passes().encode_later(self._model_ref or "<bundled>", self._load, texts)
-
-        def result() -> np.ndarray:
-            vecs = pending.result()
-            if len(texts) == 1:
-                with self._lock:
-                    self._cache[texts[0]] = vecs[0]
-                    if len(self._cache) > self._cache_size:
-                        self._cache.popitem(last=False)
-            return vecs
-
-        return result
+                    return hit[None, :]
+        vecs = forward_passes().encode(self._model_ref or "<bundled>", self._load, texts)
+        if len(texts) == 1:
+            with self._lock:
+                self._cache[texts[0]] = vecs[0]
+                if len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return vecs
 
 
 class ForwardPasses:
@@ -134,23 +123,18 @@ class ForwardPasses:
     def encode(self, key: str, load: Callable[[], Any], texts: list[str]) -> np.ndarray:
         """Embeddings of ``texts`` by the model ``load()`` returns; ``key`` names the model (jobs with the same
         key may share a forward pass)."""
-        return self.encode_later(key, load, texts).result()
-
-    def encode_later(self, key: str, load: Callable[[], Any], texts: list[str]) -> Future[np.ndarray]:
-        """``encode`` without waiting: the caller does other work while the forward pass runs."""
         return self._submit(_Job(key, load, list(texts), Future()))
 
     def call(self, fn: Callable[[], Any]) -> Any:
         """Runs ``fn()`` on the forward-pass thread (anything else that touches torch: loading, inspecting)."""
-        return self._submit(_Job("", fn, None, Future())).result()
+        return self._submit(_Job("", fn, None, Future()))
 
-    def _submit(self, job: _Job) -> Future[Any]:
+    def _submit(self, job: _Job) -> Any:
         if threading.current_thread() is self._thread:
-            _settle([job], lambda: [_run_one(job)])
-            return job.done
+            return _run_one(job)
         self._ensure_thread()
         self._queue.put(job)
-        return job.done
+        return job.done.result()
 
     def _ensure_thread(self) -> None:
         with self._lock:

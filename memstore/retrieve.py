@@ -7,12 +7,10 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-import numpy as np
 from sqlmodel import Session, col, select
 
 from memstore import metrics
@@ -88,24 +86,13 @@ def hybrid_search(
     include_invalid: bool = False,
     settings: SearchSettings | None = None,
     timings: dict[str, float] | None = None,
-    query_vector: Callable[[], np.ndarray] | None = None,
 ) -> list[MemoryHit]:
-    """``query_vector``: the query's embedding, already on its way (``MemoryStore.embed_query_soon``); by
-    default the embedding starts here and the lexical query runs while it computes."""
     st = settings or SearchSettings()
     n = max(st.candidates, limit * 4)
     t0 = time.perf_counter()
-    if st.dense_weight > 0 and query_vector is None:
-        query_vector = store.embed_query_soon(query)
-    lexical = lexical_search(store.engine, user_id, namespace, query, n, include_invalid) \
-        if st.lexical_weight > 0 else []
-    t_lex = time.perf_counter()
-    if timings is not None:
-        timings["lexical"] = t_lex - t0
     dense: list[tuple[str, float]] = []
     if st.dense_weight > 0:
-        assert query_vector is not None
-        vec = query_vector()
+        vec = store.embed_query(query)
         t1 = time.perf_counter()
         try:
             dense = store.dense_query(vec, user_id, namespace, n)
@@ -116,8 +103,13 @@ def hybrid_search(
             metrics.inc("memstore_dense_fallback_total")
         t2 = time.perf_counter()
         if timings is not None:
-            timings["embed"] = t1 - t_lex  # what was left of the embedding once the lexical query was done
+            timings["embed"] = t1 - t0
             timings["dense"] = t2 - t1
+    t2 = time.perf_counter()
+    lexical = lexical_search(store.engine, user_id, namespace, query, n, include_invalid) \
+        if st.lexical_weight > 0 else []
+    if timings is not None:
+        timings["lexical"] = time.perf_counter() - t2
 
     scores: dict[str, float] = {}
     sources: dict[str, list[str]] = {}

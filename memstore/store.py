@@ -459,15 +459,6 @@ class MemoryStore:
     def embed_query(self, text: str) -> np.ndarray:
         return self.embedder.embed([text])[0]
 
-    def embed_query_soon(self, text: str) -> Callable[[], np.ndarray]:
-        """The query's vector, computed meanwhile when the embedder can (``embed_soon``), else now."""
-        soon = getattr(self.embedder, "embed_soon", None)
-        if soon is None:
-            vec = self.embed_query(text)
-            return lambda: vec
-        pending = soon([text])
-        return lambda: pending()[0]
-
     # ---- helpers ----------------------------------------------------------------------------------
     def _locked(self, s: Session, memory_id: str, user_id: str | None) -> MemoryRecord:
         if not isinstance(memory_id, str) or not memory_id:
