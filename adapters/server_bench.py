@@ -245,8 +245,9 @@ def to_markdown(report: dict[str, Any], command: str, run_date: str | None = Non
     return "\n".join([
         "# memstore serve: throughput and latency",
         "",
-        f"Date: {run_date or report['date']}. Machine: {report['machine']}, shared with other work while it ran",
-        f"(1/5/15-minute load average {report['load_average_before']} before, {report['load_average_after']} after).",
+        f"Date: {run_date or report['date']}. Machine: {report['machine']}; the load generator, the upstream and",
+        "the proxy were the only work on it"
+        f" (1/5/15-minute load average {report['load_average_before']} before, {report['load_average_after']} after).",
         "",
         "Command:",
         "",
@@ -276,8 +277,9 @@ def to_markdown(report: dict[str, Any], command: str, run_date: str | None = Non
         "  `x-memstore-retrieval-ms` header): profile and rules from SQL, then the hybrid search, whose cost is",
         "  mostly the embedding of the latest user message by the bundled MiniLM on CPU. One client at a time",
         "  it is a minor part of the added latency; with 16 concurrent clients it is the largest part and what",
-        "  limits throughput, as 16 forward passes compete for the cores. Batching concurrent query embeddings",
-        "  into one forward pass (a change in memstore.embed) would be the largest single gain.",
+        "  limits throughput. Query embeddings that arrive while a forward pass runs are batched into the next",
+        "  one (memstore.embed.ForwardPasses), so 16 clients cost less than 16 passes, but MiniLM on 2 shared",
+        "  cores (with the load generator and the upstream on the same cores) still bounds the memory path.",
         "- The passthrough overhead is the second HTTP hop, the key check (one indexed SQL read) and litellm,",
         "  which on its own costs several milliseconds more per call than the raw openai SDK.",
         "- The rest of the memory path is writing the turn to the outbox and the rule check's compliance row",

@@ -20,12 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,6 +33,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
+from memstore.chroma_server import chroma_alive, start_chroma_server, stop
 from memstore.config import MemoryConfig
 from memstore.testing import ScriptedLLM
 
@@ -87,42 +82,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # ---- the servers ------------------------------------------------------------------------------------
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def chroma_alive(url: str, timeout: float = 2.0) -> bool:
-    try:
-        with urllib.request.urlopen(url.rstrip("/") + "/api/v2/heartbeat", timeout=timeout) as resp:
-            return resp.status == 200
-    except Exception:
-        return False
-
-
-def start_chroma_server(path: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    """``chroma run`` from this venv on 127.0.0.1 (no telemetry). Returns the process and its URL."""
-    exe = shutil.which("chroma", path=str(Path(sys.executable).parent)) or shutil.which("chroma")
-    if exe is None:
-        raise RuntimeError("the chroma executable (from the chromadb package) is not installed")
-    port = port or _free_port()
-    env = {**os.environ, "ANONYMIZED_TELEMETRY": "False"}
-    log = open(path.parent / f"chroma-{port}.log", "wb")  # noqa: SIM115 (lives as long as the server)
-    proc = subprocess.Popen([exe, "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if chroma_alive(url, 1.0):
-            return proc, url
-        if proc.poll() is not None:
-            break
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"chroma server did not start on {url}; see {log.name}")
-
 
 @dataclass
 class Servers:
@@ -235,11 +194,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     finally:
         srv.close()
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc)
 
 
 @pytest.fixture

@@ -19,13 +19,9 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,46 +35,16 @@ BACKENDS = ("embedded", "servers")
 
 # ---- the servers --------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _chroma_alive(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url.rstrip("/") + "/api/v2/heartbeat", timeout=1) as resp:
-            return resp.status == 200
-    except Exception:
-        return False
-
-
 @contextlib.contextmanager
 def chroma_server(path: Path) -> Iterator[str]:
     """``chroma run`` from this environment on 127.0.0.1 (telemetry off) for the duration."""
-    exe = shutil.which("chroma", path=str(Path(sys.executable).parent)) or shutil.which("chroma")
-    if exe is None:
-        raise RuntimeError("the chroma executable (chromadb package) is not installed")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / "chroma.log", "wb") as log:
-        proc = subprocess.Popen([exe, "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)],
-                                stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "ANONYMIZED_TELEMETRY": "False"})
-        try:
-            deadline = time.monotonic() + 60
-            while not _chroma_alive(url):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"chroma server did not start; see {log.name}")
-                time.sleep(0.2)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    from memstore.chroma_server import start_chroma_server, stop
+
+    proc, url = start_chroma_server(path)
+    try:
+        yield url
+    finally:
+        stop(proc)
 
 
 @contextlib.contextmanager
@@ -282,7 +248,7 @@ def to_markdown(result: dict[str, Any], command: str, date: str, load_before: li
         f"chromadb {v.get('chromadb')}, torch {v.get('torch')}, "
         f"sentence-transformers {v.get('sentence-transformers')}.",
         f"Load average (1/5/15 min) before: {load_before}, after: {env.get('load_average')} "
-        "(the machine was shared with other work while this ran).",
+        "(nothing but this benchmark and its servers ran; a higher load means other work shared the cores).",
         "",
         "Command:",
         "",

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memstore.eval.common import environment, progress, summary_ms
+from memstore.eval.extraction import parse_locomo_datetime
 
 if TYPE_CHECKING:
     from memstore.memory import Memory
@@ -40,7 +41,6 @@ CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 DEFAULT_KS = (5, 10, 25)
 REFERENCE = {"name": "LoCoMo paper, DRAGON over turns", "recall": {5: 56.7, 10: 66.2, 25: 76.7}}
 NAMESPACE = "locomo"
-_DT = re.compile(r"(?i)(\d{1,2}):(\d{2})\s*([ap]m)\s+on\s+(\d{1,2})\s+([a-z]+),?\s+(\d{4})")
 _EVIDENCE = re.compile(r"^D:?(\d+):(\d+)$")
 
 
@@ -77,16 +77,8 @@ class Conversation:
 
 def parse_session_date(text: str) -> datetime | None:
     """LoCoMo's session stamps, e.g. "1:56 pm on 8 May, 2023" (taken as UTC)."""
-    m = _DT.search(text or "")
-    if not m:
-        return None
-    hour, minute, ampm, day, month, year = m.groups()
-    try:
-        stamp = datetime.strptime(f"{day} {month[:3]} {year}", "%d %b %Y")
-    except ValueError:
-        return None
-    return stamp.replace(hour=int(hour) % 12 + (12 if ampm.lower() == "pm" else 0), minute=int(minute),
-                         tzinfo=UTC)
+    stamp = parse_locomo_datetime(text)
+    return stamp.replace(tzinfo=UTC) if stamp is not None else None
 
 
 def parse_evidence(raw: Iterable[Any], known: set[str]) -> tuple[list[str], list[str]]:
