@@ -1,1 +1,3 @@
-"""Ways into memstore's core. Import them from ``memstore`` (``memstore.MemoryClient``), not from here."""
+"""Ways into memstore's core, shipped as ``memstore.adapters``.
+
+Import them from ``memstore`` (``memstore.MemoryClient``), not from here."""

@@ -36,7 +36,8 @@ class MemoryConfig(BaseModel):
     vector_cache_mb: int = Field(256, ge=0, description="Memory for exact in-process search over each scope's "
                                  "vectors (LRU); 0 sends every dense query to the vector index.")
 
-    extractor: Literal["llm", "rules"] = "llm"
+    extractor: Literal["llm", "heuristic"] = Field(
+        "llm", description="llm (a model extracts) or heuristic (patterns, no model calls; formerly 'rules').")
     llm_model: str = "gpt-4.1-mini"
     llm_api_base: str | None = None
     llm_api_key: str | None = None
@@ -56,6 +57,11 @@ class MemoryConfig(BaseModel):
     max_memory_chars: int = 2000
     redact_secrets: bool = True
     strict: bool = False
+
+    @field_validator("extractor", mode="before")
+    @classmethod
+    def _extractor_alias(cls, v: Any) -> Any:
+        return "heuristic" if v == "rules" else v  # the name before 0.2, still accepted
 
     @field_validator("token_budget", "search_limit", "max_instruction_chars", "max_memory_chars",
                      "extraction_batch_size", "extraction_max_attempts")

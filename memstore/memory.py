@@ -2,32 +2,34 @@
 
 Profiles, custom instructions and style rules hang off it too (``profile``, ``rules``,
 ``set_instructions``, ``compliance``), and so does the context block MemoryClient injects (``context``).
+
+Memory wires the parts and nothing below imports it: the store (rows + vectors), the profile store, the turn
+outbox, the retriever and the extraction pipeline each receive only what they use.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from memstore import portability
 from memstore.config import MemoryConfig
-from memstore.db import get_engine
-from memstore.embed import Embedder, SentenceTransformerEmbedder
 from memstore.errors import InvalidInputError
+from memstore.extract.pipeline import Extraction
+from memstore.instructions.profiles import Profile, ProfileStore, RulesHandle
 from memstore.messages import normalize_messages
+from memstore.outbox import Outbox
+from memstore.recall.context import Context, build_context
+from memstore.recall.search import PRESETS, Retriever, SearchSettings
 from memstore.records import MemoryEvent, MemoryHit, MemoryOp, MemoryRecord
-from memstore.retrieve import PRESETS, SearchSettings, hybrid_search
-from memstore.store import MemoryStore, check_kind, check_metadata, check_scope, check_text
-from memstore.vectors import ChromaIndex, VectorIndex
-
-if TYPE_CHECKING:
-    from memstore.context import Context
-    from memstore.profiles import Profile, RulesHandle
+from memstore.storage.db import get_engine
+from memstore.storage.embed import Embedder, SentenceTransformerEmbedder
+from memstore.storage.store import MemoryStore
+from memstore.storage.vectors import ChromaIndex, VectorIndex
+from memstore.validate import check_actor, check_kind, check_metadata, check_scope, check_text
 
 log = logging.getLogger("memstore")
-ACTORS = {"llm", "rules", "user", "api", "cli", "import"}
 
 
 class Memory:
@@ -58,25 +60,25 @@ class Memory:
                                  max_chars=cfg.max_memory_chars, redact_secrets=cfg.redact_secrets,
                                  vector_cache_bytes=cfg.vector_cache_mb * 2**20)
         self._llm = llm
-        self._repaired = False
-        self._repair_lock = threading.Lock()
-        self.search_settings = PRESETS["hybrid"].with_(
-            dense_weight=cfg.dense_weight, lexical_weight=cfg.lexical_weight, recency_weight=cfg.recency_weight
-        )
+        self.retriever = Retriever(self.store, PRESETS["hybrid"].with_(
+            dense_weight=cfg.dense_weight, lexical_weight=cfg.lexical_weight, recency_weight=cfg.recency_weight))
+        self.profiles = ProfileStore(self.engine, max_instruction_chars=cfg.max_instruction_chars,
+                                     auto_accept_rules=cfg.auto_accept_rules)
+        self.outbox = Outbox(self.engine, redact_secrets=cfg.redact_secrets,
+                             max_attempts=cfg.extraction_max_attempts)
+        self.extraction = Extraction(self.store, self.profiles, self.outbox, self.retriever, llm=lambda: self.llm,
+                                     extractor=cfg.extractor, batch_size=cfg.extraction_batch_size,
+                                     redact_secrets=cfg.redact_secrets)
+
+    @property
+    def search_settings(self) -> SearchSettings:
+        """The retriever's settings (from the config's weights); ``Memory.search(settings=...)`` overrides."""
+        return self.retriever.settings
 
     # ---- lifecycle ----------------------------------------------------------------------------------
     def repair(self) -> dict[str, int]:
-        """Finishes index writes a crash interrupted. Runs once, lazily, before the first index use."""
-        with self._repair_lock:
-            self._repaired = True
-            return self.store.repair_index()
-
-    def _ensure_repaired(self) -> None:
-        if not self._repaired:
-            try:
-                self.repair()
-            except Exception as exc:  # the index may be down: searching still works lexically
-                log.warning("index repair failed: %s", exc)
+        """Finishes index writes a crash interrupted. Runs once by itself, lazily, before the first index use."""
+        return self.store.repair_index()
 
     @property
     def llm(self) -> Any:
@@ -110,10 +112,9 @@ class Memory:
         msgs = normalize_messages(messages)
         if metadata is not None:
             check_metadata(metadata)
-        if actor not in ACTORS:
-            raise InvalidInputError(f"actor must be one of {sorted(ACTORS)}")
+        check_actor(actor)
         check_kind(kind)
-        self._ensure_repaired()
+        self.store.ensure_repaired()
         if not infer:
             items = [
                 {"text": m["content"], "kind": kind, "pinned": bool(pinned), "importance": float(importance),
@@ -125,9 +126,7 @@ class Memory:
             for it in items:
                 it["text"] = check_text(it["text"], self.config.max_memory_chars)
             return self.store.add_many(user_id, namespace, items, actor=actor)
-        from memstore.extract.pipeline import extract_now
-
-        return extract_now(self, msgs, user_id, namespace, metadata=metadata)
+        return self.extraction.extract_now(msgs, user_id, namespace, metadata=metadata)
 
     def search(
         self,
@@ -151,9 +150,7 @@ class Memory:
             if settings not in PRESETS:
                 raise InvalidInputError(f"unknown search preset {settings!r}; one of {sorted(PRESETS)}")
             settings = PRESETS[settings]
-        self._ensure_repaired()
-        return hybrid_search(self.store, query, user_id, namespace, limit, filters, include_invalid,
-                             settings or self.search_settings)
+        return self.retriever.search(query, user_id, namespace, limit, filters, include_invalid, settings)
 
     def get(self, memory_id: str, *, user_id: str | None = None) -> MemoryRecord:
         """One memory by id (restricted to ``user_id`` when given). Raises NotFoundError."""
@@ -180,8 +177,7 @@ class Memory:
                pinned: bool | None = None, importance: float | None = None,
                metadata: dict[str, Any] | None = None) -> MemoryRecord:
         """Changes a memory's text (re-embedded) and/or its fields; the old text stays in history."""
-        if actor not in ACTORS:
-            raise InvalidInputError(f"actor must be one of {sorted(ACTORS)}")
+        check_actor(actor)
         fields: dict[str, Any] = {}
         if kind is not None:
             fields["kind"] = check_kind(kind)
@@ -197,7 +193,7 @@ class Memory:
             if not fields:
                 raise InvalidInputError("nothing to update: give text or a field")
             return self.store.set_fields(memory_id, actor, user_id, reason, **fields)
-        self._ensure_repaired()
+        self.store.ensure_repaired()
         op = self.store.update_text(memory_id, text, actor, reason, user_id, **fields)
         assert op.memory is not None
         return op.memory
@@ -246,36 +242,30 @@ class Memory:
 
     def reindex(self, progress: Any = None) -> int:
         """Rebuilds the vector index from SQL; returns the number of memories indexed."""
-        n = self.store.reindex(progress)
-        self._repaired = True
-        return n
+        return self.store.reindex(progress)
 
-    # ---- profiles, rules, context (see profiles.py and context.py) -------------------------------
+    # ---- profiles, rules, context ------------------------------------------------------------------
     def profile(self, user_id: str, namespace: str = "default") -> Profile:
-        from memstore.profiles import get_profile
-
-        return get_profile(self, user_id, namespace)
+        """The user's custom instructions and style rules (what every request gets)."""
+        return self.profiles.get(user_id, namespace)
 
     def set_instructions(self, user_id: str, namespace: str = "default", *, about_user: str | None = None,
                          response_style: str | None = None, actor: str = "api") -> Profile:
-        from memstore.profiles import set_instructions
-
-        return set_instructions(self, user_id, namespace, about_user=about_user,
-                                response_style=response_style, actor=actor)
+        """Sets either or both custom-instruction fields ("" clears one); every change can be undone."""
+        return self.profiles.set_instructions(user_id, namespace, about_user=about_user,
+                                              response_style=response_style, actor=actor)
 
     def rules(self, user_id: str, namespace: str = "default") -> RulesHandle:
-        from memstore.profiles import RulesHandle
-
-        return RulesHandle(self, user_id, namespace)
+        """The user's style rules: add, remove, list, accept, reject, enable/disable, versions, undo."""
+        return self.profiles.rules(user_id, namespace)
 
     def compliance(self, user_id: str, namespace: str = "default") -> list[dict[str, Any]]:
-        from memstore.profiles import compliance_rates
-
-        return compliance_rates(self, user_id, namespace)
+        """Per checkable rule: replies checked, replies that passed, the pass rate."""
+        return self.profiles.compliance(user_id, namespace)
 
     def context(self, user_id: str, messages: str | list[dict[str, Any]], namespace: str = "default",
                 *, token_budget: int | None = None) -> Context:
         """What MemoryClient would inject for these messages, without calling a model."""
-        from memstore.context import build_context
-
-        return build_context(self, user_id, namespace, messages, token_budget=token_budget)
+        return build_context(self.retriever, self.profiles, user_id, namespace, messages,
+                             token_budget=self.config.token_budget if token_budget is None else token_budget,
+                             limit=self.config.search_limit)

@@ -11,7 +11,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy import Engine, Integer, delete, func
 from sqlmodel import Session, SQLModel, col, select
 
-from memstore.db import session_scope
 from memstore.errors import ImportFormatError
 from memstore.records import (
     ComplianceRecord,
@@ -25,6 +24,7 @@ from memstore.records import (
     content_hash,
     utcnow,
 )
+from memstore.storage.db import session_scope
 
 FORMAT = "memstore.export"
 VERSION = 1

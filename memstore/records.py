@@ -19,7 +19,7 @@ from sqlmodel import Field, SQLModel
 MemoryKind = Literal["fact", "preference", "event", "instruction"]
 KINDS: tuple[str, ...] = ("fact", "preference", "event", "instruction")
 EventType = Literal["ADD", "UPDATE", "INVALIDATE", "DELETE", "RESTORE"]
-Actor = Literal["llm", "rules", "user", "api", "cli", "import"]
+Actor = Literal["llm", "heuristic", "rules", "user", "api", "cli", "import"]  # "rules": the heuristic before 0.2
 TurnStatus = Literal["pending", "processing", "done", "failed", "skipped"]
 
 

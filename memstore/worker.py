@@ -12,41 +12,23 @@ import os
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING
 
-from sqlalchemy import func
-from sqlmodel import Session, col, select
-
-from memstore.extract.pipeline import claim, make_extractor, process_turns
-from memstore.records import Turn
-
-if TYPE_CHECKING:
-    from memstore.memory import Memory
+from memstore.extract.pipeline import Extraction
 
 log = logging.getLogger("memstore")
 
 
-def pending_count(mem: Memory, turn_ids: set[str] | None = None) -> int:
-    """Turns still waiting or being extracted (optionally among ``turn_ids``)."""
-    with Session(mem.engine) as s:
-        q = select(func.count()).select_from(Turn).where(col(Turn.status).in_(["pending", "processing"]))
-        if turn_ids is not None:
-            if not turn_ids:
-                return 0
-            q = q.where(col(Turn.id).in_(list(turn_ids)))
-        return int(s.exec(q).one())
-
-
-def drain(mem: Memory, worker_id: str | None = None, batch: int = 32, max_rounds: int | None = None) -> int:
+def drain(extraction: Extraction, worker_id: str | None = None, batch: int = 32,
+          max_rounds: int | None = None) -> int:
     """Processes pending turns in the calling thread until none are left. Returns turns handled."""
     worker_id = worker_id or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    extractor = make_extractor(mem)
+    extractor = extraction.make_extractor()
     handled, rounds = 0, 0
     while max_rounds is None or rounds < max_rounds:
-        turns = claim(mem, worker_id, batch, retry_failed=False)
+        turns = extraction.outbox.claim(worker_id, batch, retry_failed=False)
         if not turns:
             break
-        process_turns(mem, turns, extractor)
+        extraction.process(turns, extractor)
         handled += len(turns)
         rounds += 1
     return handled
@@ -55,8 +37,8 @@ def drain(mem: Memory, worker_id: str | None = None, batch: int = 32, max_rounds
 class Worker:
     """A daemon thread that extracts pending turns. ``flush()`` waits for them; ``stop()`` ends it."""
 
-    def __init__(self, mem: Memory, poll_interval: float = 0.5, batch: int = 32) -> None:
-        self.mem = mem
+    def __init__(self, extraction: Extraction, poll_interval: float = 0.5, batch: int = 32) -> None:
+        self.extraction = extraction
         self.poll_interval = poll_interval
         self.batch = batch
         self.id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -89,10 +71,10 @@ class Worker:
         extractor = None
         while not self._stop.is_set():
             try:
-                extractor = extractor or make_extractor(self.mem)
-                turns = claim(self.mem, self.id, self.batch)
+                extractor = extractor or self.extraction.make_extractor()
+                turns = self.extraction.outbox.claim(self.id, self.batch)
                 if turns:
-                    process_turns(self.mem, turns, extractor)
+                    self.extraction.process(turns, extractor)
                     self.processed += len(turns)
                     continue
             except Exception as exc:  # never let the thread die: log, back off, go on
@@ -106,9 +88,9 @@ class Worker:
         """Waits until the outbox (or the given turns) has nothing pending. True if it emptied in time."""
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self.running:
-            drain(self.mem, self.id)
+            drain(self.extraction, self.id)
         while True:
-            if pending_count(self.mem, turn_ids) == 0:
+            if self.extraction.outbox.pending(turn_ids) == 0:
                 return True
             if deadline is not None and time.monotonic() >= deadline:
                 return False

@@ -33,9 +33,9 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
-from memstore.chroma_server import chroma_alive, start_chroma_server, stop
 from memstore.config import MemoryConfig
 from memstore.testing import ScriptedLLM
+from memstore.testing.chroma_server import chroma_alive, start_chroma_server, stop
 
 BACKENDS = ("embedded", "servers")
 BACKEND_FIXTURES = {"config", "make_memory", "mem", "backend_settings"}
@@ -121,7 +121,7 @@ class Servers:
         """Closes the store's connections and drops its schema and collection."""
         from sqlalchemy import text
 
-        from memstore.db import dispose_engine
+        from memstore.storage.db import dispose_engine
 
         name = store["collection"]
         dispose_engine(store["database_url"])
@@ -144,7 +144,7 @@ class Servers:
 
 
 def chroma_client(url: str) -> Any:
-    from memstore.vectors import _client
+    from memstore.storage.vectors import _client
 
     return _client(None, url)
 

@@ -25,9 +25,9 @@ from sqlalchemy import text
 from sqlmodel import Session, col, select
 
 from memstore.config import MemoryConfig
-from memstore.embed import HashEmbedder
 from memstore.memory import Memory
 from memstore.records import Turn
+from memstore.storage.embed import HashEmbedder
 
 pytestmark = pytest.mark.servers
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +56,7 @@ def _mem(cfg: MemoryConfig) -> Memory:
 # ---- PostgreSQL: schema and full-text search ------------------------------------------------------------
 
 def test_migrations_are_recorded_and_idempotent(pg) -> None:
-    from memstore.db import MIGRATIONS, migrate
+    from memstore.storage.db import MIGRATIONS, migrate
 
     mem = _mem(pg())
     with mem.engine.connect() as conn:
@@ -76,7 +76,7 @@ def test_migrations_are_recorded_and_idempotent(pg) -> None:
 
 
 def test_lexical_search_is_postgres_full_text_search(pg) -> None:
-    from memstore.lexical import lexical_search
+    from memstore.storage.lexical import lexical_search
 
     mem = _mem(pg())
     ids = {t: mem.add(t, user_id="alice", infer=False)[0].memory.id for t in (
@@ -126,7 +126,6 @@ def test_hybrid_search_fuses_dense_and_postgres_lexical(pg) -> None:
 # ---- PostgreSQL: types -----------------------------------------------------------------------------------
 
 def test_timestamps_are_utc_whatever_the_session_time_zone(pg) -> None:
-    from memstore.extract.pipeline import claim, record_turn
 
     cfg = pg("-ctimezone=Pacific/Kiritimati")  # UTC+14
     mem = _mem(cfg)
@@ -143,10 +142,10 @@ def test_timestamps_are_utc_whatever_the_session_time_zone(pg) -> None:
     users = mem.users()
     assert users[0]["last_activity"].utcoffset() == timedelta(0)
     # outbox leases: a claim is not stale until its lease has passed, then it is taken over
-    record_turn(mem, "alice", "default", [{"role": "user", "content": "I have a dog"}], "nice")
-    assert len(claim(mem, "w1", lease_seconds=300)) == 1
-    assert claim(mem, "w2", lease_seconds=300) == []
-    taken = claim(mem, "w3", lease_seconds=0.0)
+    mem.outbox.record("alice", "default", [{"role": "user", "content": "I have a dog"}], "nice")
+    assert len(mem.outbox.claim("w1", lease_seconds=300)) == 1
+    assert mem.outbox.claim("w2", lease_seconds=300) == []
+    taken = mem.outbox.claim("w3", lease_seconds=0.0)
     assert len(taken) == 1 and taken[0].claimed_by == "w3"
 
 
@@ -164,7 +163,6 @@ def test_json_columns_round_trip(pg) -> None:
 
 
 def test_users_and_compliance_counts_cast_booleans(pg) -> None:
-    from memstore.profiles import record_compliance
 
     mem = _mem(pg())
     mem.add("fact one", user_id="alice", infer=False)
@@ -175,9 +173,9 @@ def test_users_and_compliance_counts_cast_booleans(pg) -> None:
     assert (users["alice"]["memories"], users["alice"]["invalidated"]) == (1, 1)
     assert (users["bob"]["memories"], users["bob"]["invalidated"]) == (1, 0)
     rule = mem.rules("alice").add("Never use capital letters")
-    record_compliance(mem, "alice", "default", "resp_" + "x" * 200, [(rule, True, "ok")])
-    record_compliance(mem, "alice", "default", "resp_2", [(rule, False, "capital A")])
-    record_compliance(mem, "alice", "default", "resp_3", [(rule, True, "ok")])
+    mem.profiles.record_compliance("alice", "default", "resp_" + "x" * 200, [(rule, True, "ok")])
+    mem.profiles.record_compliance("alice", "default", "resp_2", [(rule, False, "capital A")])
+    mem.profiles.record_compliance("alice", "default", "resp_3", [(rule, True, "ok")])
     (rate,) = mem.compliance("alice")
     assert (rate["checked"], rate["passed"]) == (3, 2) and abs(rate["rate"] - 2 / 3) < 1e-9
 
@@ -186,10 +184,9 @@ def test_users_and_compliance_counts_cast_booleans(pg) -> None:
 
 def test_claim_skips_rows_another_worker_holds(pg) -> None:
     """SELECT ... FOR UPDATE SKIP LOCKED: a claim never waits for, nor takes, rows locked by another."""
-    from memstore.extract.pipeline import claim, record_turn
 
     mem = _mem(pg())
-    turns = [record_turn(mem, "alice", "default", [{"role": "user", "content": f"I like tea number {i}"}], "ok")
+    turns = [mem.outbox.record("alice", "default", [{"role": "user", "content": f"I like tea number {i}"}], "ok")
              for i in range(6)]
     held, release = threading.Event(), threading.Event()
 
@@ -204,18 +201,18 @@ def test_claim_skips_rows_another_worker_holds(pg) -> None:
     thread.start()
     try:
         assert held.wait(10)
-        got = claim(mem, "w1", limit=10)
+        got = mem.outbox.claim("w1", limit=10)
         assert {t.id for t in got} == {t.id for t in turns[3:]}
     finally:
         release.set()
         thread.join()
-    assert {t.id for t in claim(mem, "w2", limit=10)} == {t.id for t in turns[:3]}
+    assert {t.id for t in mem.outbox.claim("w2", limit=10)} == {t.id for t in turns[:3]}
 
 
 def test_migrations_wait_for_each_other(pg) -> None:
     """A migrator takes the advisory lock before it touches the schema, and waits while another holds it
     (four processes opening one fresh database at once: test_multiworker.py)."""
-    from memstore.db import MIGRATION_LOCK_KEY, get_engine
+    from memstore.storage.db import MIGRATION_LOCK_KEY, get_engine
 
     cfg = pg()
     url = cfg.resolved_database_url()
@@ -243,7 +240,7 @@ def test_migrations_wait_for_each_other(pg) -> None:
 # ---- the chroma server ----------------------------------------------------------------------------------
 
 def test_chroma_server_index_ids_paginate_and_filter(servers) -> None:
-    from memstore.vectors import ChromaIndex
+    from memstore.storage.vectors import ChromaIndex
 
     store = servers.new_store()
     try:
@@ -280,7 +277,7 @@ def test_reindex_by_another_process_keeps_a_running_app_working(pg) -> None:
     env = {**os.environ, "MEMSTORE_DATABASE_URL": cfg.database_url or "", "MEMSTORE_VECTOR_URL": cfg.vector_url or "",
            "MEMSTORE_COLLECTION": cfg.collection, "MEMSTORE_HOME": str(cfg.resolved_home()),
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, "-c", "from memstore.cli import main; main()", "reindex", "--json"],
+    out = subprocess.run([sys.executable, "-c", "from memstore.cli.app import main; main()", "reindex", "--json"],
                          capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout)["indexed"] == 3

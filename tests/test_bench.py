@@ -7,9 +7,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from memstore.embed import HashEmbedder
-from memstore.eval import bench
-from memstore.eval.cli import bench_app
+from memstore.cli.eval import bench_app
+from memstore.eval.bench import runs as bench
+from memstore.storage.embed import HashEmbedder
 
 
 def _has_env(result: dict) -> None:

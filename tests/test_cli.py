@@ -15,7 +15,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from memstore.cli import LAZY, app
+from memstore.cli.app import LAZY, app
 from memstore.config import MemoryConfig
 from memstore.testing import ScriptedLLM
 
@@ -84,7 +84,6 @@ def test_help_lists_every_command(home: Path) -> None:
     for name in ("memories", "instructions", "rules", "users", "forget", "export", "import", "turns", "feedback",
                  "demo", "chat", "doctor", "reindex", "eval", "bench", "serve", "keys"):
         assert name in out
-    assert "docs-cli" not in out  # hidden
     assert runner.invoke(app, []).exit_code == 0  # bare `memstore` prints the help
 
 
@@ -369,7 +368,7 @@ def test_turns_failed_then_retried(home: Path, llm: ScriptedLLM) -> None:
     still = as_json(run(home, "turns", "retry", "--json", code=1, env=env))
     assert still["retried"] == 1 and still["still_failed"] == [turns[0]["id"]]
     # the offline extractor gets it done
-    ok = as_json(run(home, "turns", "retry", turns[0]["id"][:8], "--extractor", "rules", "--json"))
+    ok = as_json(run(home, "turns", "retry", turns[0]["id"][:8], "--extractor", "heuristic", "--json"))
     assert ok["retried"] == 1 and ok["still_failed"] == []
     assert [m["text"] for m in as_json(run(home, "memories", "list", "--user", "alice", "--json"))] == \
         ["Lives in Berlin"]
@@ -379,19 +378,18 @@ def test_turns_failed_then_retried(home: Path, llm: ScriptedLLM) -> None:
 
 
 def test_memories_add_infer_with_rules_extractor(home: Path) -> None:
-    ops = as_json(run(home, "memories", "add", "--user", "alice", "--infer", "--extractor", "rules",
+    ops = as_json(run(home, "memories", "add", "--user", "alice", "--infer", "--extractor", "heuristic",
                       "I live in Berlin and I'm vegetarian.", "--json"))
     assert sorted(o["text"] for o in ops) == ["Is vegetarian", "Lives in Berlin"]
 
 
 def test_feedback_export(home: Path, mem: Any, tmp_path: Path) -> None:
-    from memstore import feedback
-    from memstore.extract.pipeline import record_turn
+    from memstore.instructions import feedback
 
     prompt = [{"role": "user", "content": "Write a haiku"}]
-    record_turn(mem, "alice", "default", prompt, "Good haiku", response_id="r1", extract=False)
-    record_turn(mem, "alice", "default", prompt, "Bad haiku", response_id="r2", extract=False)
-    feedback.compare(mem, "r1", "r2", preferred="r1")
+    mem.outbox.record("alice", "default", prompt, "Good haiku", response_id="r1", extract=False)
+    mem.outbox.record("alice", "default", prompt, "Bad haiku", response_id="r2", extract=False)
+    feedback.compare(mem.engine, "r1", "r2", preferred="r1")
     out = tmp_path / "pairs.jsonl"
     result = run(home, "feedback", "export", "--format", "openai-dpo", "--user", "alice", "-o", str(out))
     assert "1 preference pair" in result.stderr
@@ -420,7 +418,7 @@ def test_doctor_finds_an_index_out_of_sync_and_reindex_fixes_it(home: Path, seed
 
 # ---- chat and demo -----------------------------------------------------------------------------------------------
 def test_chat_repl_shows_what_it_learned(home: Path) -> None:
-    from memstore.cli_demo import scripted_reply
+    from memstore.cli.demo import scripted_reply
 
     with ScriptedLLM(reply_fn=scripted_reply) as llm:
         lines = "Hi! I live in Berlin and I'm vegetarian.\n/memories\n/help\nPlease never use capital letters.\n"
@@ -440,7 +438,7 @@ def test_chat_model_errors_keep_the_session(home: Path) -> None:
     with ScriptedLLM() as llm:
         llm.enqueue(ScriptedReply(status=400, error="model is sulking"), "fine now")
         result = run(home, "chat", "--user", "alice", "--model", "scripted", "--base-url", llm.base_url,
-                     "--api-key", "x", "--extractor", "rules", input="hello\nhello again\n/exit\n")
+                     "--api-key", "x", "--extractor", "heuristic", input="hello\nhello again\n/exit\n")
     assert "sulking" in result.stderr and "fine now" in result.stdout
 
 
@@ -459,10 +457,10 @@ def test_demo_offline(home: Path) -> None:
 
 
 def test_demo_with_the_rules_extractor(_isolated_home: Path) -> None:
-    result = runner.invoke(app, ["demo", "--extractor", "rules"], env={"COLUMNS": "200"})
+    result = runner.invoke(app, ["demo", "--extractor", "heuristic"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.stderr
     out = result.stdout
-    assert "rules extractor" in out and "Lives in Berlin" in out and "the next request" in out
+    assert "heuristic extractor" in out and "Lives in Berlin" in out and "the next request" in out
     assert "temporary" in out  # the demo never writes into the user's store
     assert not _isolated_home.exists()
 
@@ -477,7 +475,7 @@ def test_missing_extensions_say_not_available(home: Path, monkeypatch: pytest.Mo
 
 
 def test_extensions_are_loaded_on_use(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from memstore.cli_common import state
+    from memstore.cli.common import state
 
     seen: dict[str, Any] = {}
     sub = typer.Typer()
@@ -510,10 +508,10 @@ def test_extensions_are_loaded_on_use(home: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_lazy_imports_keep_help_fast(home: Path) -> None:
-    code = ("import sys\nfrom memstore.cli import main\n"
+    code = ("import sys\nfrom memstore.cli.app import main\n"
             "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
             "heavy = ('sqlalchemy', 'numpy', 'torch', 'litellm', 'chromadb', 'sentence_transformers', "
-            "'memstore.memory', 'memstore.eval.cli', 'adapters.server_cli')\n"
+            "'memstore.memory', 'memstore.cli.eval', 'memstore.cli.serve')\n"
             "print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n")
     import subprocess
 
@@ -530,4 +528,4 @@ def test_hosted_model_without_a_key_is_a_clear_error(home: Path) -> None:
     one_line_error(run(home, "demo", "--model", "gpt-4.1-mini", code=1, env=env), "needs an API key",
                    "OPENAI_API_KEY")
     one_line_error(run(home, "chat", "--user", "alice", code=1, env=env), "OPENAI_API_KEY")
-    one_line_error(run(home, "demo", "--extractor", "bogus", code=2), "llm or rules")
+    one_line_error(run(home, "demo", "--extractor", "bogus", code=2), "llm or heuristic")

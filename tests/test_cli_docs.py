@@ -6,15 +6,15 @@ from pathlib import Path
 
 import typer
 
-from memstore.cli import app
-from memstore.cli_docs import render
+from memstore.cli.app import app
+from memstore.cli.docs import render
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 
 
 def test_docs_cli_md_is_up_to_date() -> None:
     assert DOC.read_text(encoding="utf-8") == render(), (
-        "docs/cli.md is stale: regenerate it with `python -m memstore.cli_docs > docs/cli.md`")
+        "docs/cli.md is stale: regenerate it with `python -m memstore.cli.docs > docs/cli.md`")
 
 
 def test_every_command_has_a_section() -> None:

@@ -75,7 +75,9 @@ def seeded(mem: Any) -> dict[str, str]:
 def test_help_version_docs_and_usage_errors(tmp_path: Path) -> None:
     assert "memories" in cli("--help").stdout
     assert cli("--version").stdout.startswith("memstore ")
-    assert cli("docs-cli").stdout == (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    docs = subprocess.run([sys.executable, "-m", "memstore.cli.docs"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"})
+    assert docs.stdout == (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
     one_line_error(cli("memories", "list", code=2), "Missing option '--user'")
     one_line_error(cli("nosuchcommand", code=2), "nosuchcommand")
 
@@ -192,8 +194,7 @@ def test_forget(home: Path, seeded: dict[str, str]) -> None:
 
 
 def test_turns_and_feedback(home: Path, mem: Any, tmp_path: Path) -> None:
-    from memstore import feedback
-    from memstore.extract.pipeline import process_turns, record_turn
+    from memstore.instructions import feedback
 
     class Broken:
         name = "llm"
@@ -201,20 +202,20 @@ def test_turns_and_feedback(home: Path, mem: Any, tmp_path: Path) -> None:
         def extract(self, batch: Any) -> Any:
             raise RuntimeError("model unreachable")
 
-    turn = record_turn(mem, "alice", "default", [{"role": "user", "content": "I live in Berlin"}], "ok",
+    turn = mem.outbox.record("alice", "default", [{"role": "user", "content": "I live in Berlin"}], "ok",
                        response_id="r1")
-    process_turns(mem, [turn], Broken())
-    record_turn(mem, "alice", "default", [{"role": "user", "content": "I live in Berlin"}], "meh", response_id="r2",
+    mem.extraction.process([turn], Broken())
+    mem.outbox.record("alice", "default", [{"role": "user", "content": "I live in Berlin"}], "meh", response_id="r2",
                 extract=False)
     failed = js(cli("turns", "list", "--failed", "--json", home=home))
     assert [t["id"] for t in failed] == [turn.id] and "model unreachable" in failed[0]["error"]
     assert "model unreachable" in cli("turns", "list", home=home).stdout
     assert js(cli("turns", "show", turn.id[:8], "--json", home=home))["status"] == "failed"
-    retried = js(cli("turns", "retry", "--extractor", "rules", "--json", home=home))
+    retried = js(cli("turns", "retry", "--extractor", "heuristic", "--json", home=home))
     assert retried["retried"] == 1 and retried["still_failed"] == []
     assert [m["text"] for m in js(cli("memories", "list", "--user", "alice", "--json", home=home))] == \
         ["Lives in Berlin"]
-    feedback.compare(mem, "r1", "r2", preferred="r1")
+    feedback.compare(mem.engine, "r1", "r2", preferred="r1")
     out = tmp_path / "dpo.jsonl"
     cli("feedback", "export", "--format", "openai-dpo", "-o", str(out), home=home)
     pair = json.loads(out.read_text().splitlines()[0])
@@ -231,7 +232,7 @@ def test_doctor_and_reindex(home: Path, seeded: dict[str, str], mem: Any) -> Non
 
 
 def test_chat_with_piped_stdin(home: Path) -> None:
-    from memstore.cli_demo import scripted_reply
+    from memstore.cli.demo import scripted_reply
 
     with ScriptedLLM(reply_fn=scripted_reply) as llm:
         proc = cli("chat", "--user", "alice", "--model", "scripted", "--base-url", llm.base_url, "--api-key", "x",

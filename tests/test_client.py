@@ -268,7 +268,7 @@ def test_enforce_rules_retries_once_with_the_broken_rule(config, llm: ScriptedLL
 
 
 def test_feedback_and_dpo_export(client: MemoryClient, llm: ScriptedLLM) -> None:
-    from memstore.feedback import dpo_pairs
+    from memstore.instructions.feedback import dpo_pairs
 
     msgs = [{"role": "user", "content": "write a haiku about tea"}]
     llm.enqueue("steam curls from the cup", "Tea is a beverage.")
@@ -277,7 +277,7 @@ def test_feedback_and_dpo_export(client: MemoryClient, llm: ScriptedLLM) -> None
     client.compare(a.id, b.id, preferred=a.id)
     client.feedback(a.id, rating=1)
     client.feedback(b.id, rating=-1, comment="not a haiku")
-    pairs = list(dpo_pairs(client.memory, "alice"))
+    pairs = list(dpo_pairs(client.memory.engine, "alice"))
     assert len(pairs) == 2
     for p in pairs:
         assert set(p) == {"input", "preferred_output", "non_preferred_output"}

@@ -30,14 +30,13 @@ PROCESSES = 4
 
 def open_memory(home: str) -> Any:
     from memstore.config import MemoryConfig
-    from memstore.embed import HashEmbedder
     from memstore.memory import Memory
+    from memstore.storage.embed import HashEmbedder
 
-    return Memory(config=MemoryConfig(home=Path(home), extractor="rules"), embedder=HashEmbedder())
+    return Memory(config=MemoryConfig(home=Path(home), extractor="heuristic"), embedder=HashEmbedder())
 
 
 def writer(mem: Any, wid: str, out: dict[str, list[Any]]) -> None:
-    from memstore.extract.pipeline import claim, process_turns, record_turn
 
     for i in range(ITERATIONS):
         user = USERS[i % len(USERS)]
@@ -51,10 +50,10 @@ def writer(mem: Any, wid: str, out: dict[str, list[Any]]) -> None:
                 new = f"Note {wid} {i} revised"
                 mem.update(op.memory.id, new, user_id=user)
                 out["updated"].append([user, op.memory.id, new])
-            turn = record_turn(mem, user, "default", [{"role": "user", "content": f"I like topic {wid}x{i}."}], "ok")
+            turn = mem.outbox.record(user, "default", [{"role": "user", "content": f"I like topic {wid}x{i}."}], "ok")
             out["turns"].append(turn.id)
-            for t in claim(mem, wid, 4):
-                process_turns(mem, [t])
+            for t in mem.outbox.claim(wid, 4):
+                mem.extraction.process([t])
                 out["processed"].append(t.id)
             if i % 6 == 0:
                 mem.rules(user).add(f"Rule {wid} {i}: keep it brief")
@@ -99,7 +98,6 @@ def run(tmp_path: Path, n_threads: int, n_processes: int) -> float:
     from sqlmodel import Session, select
 
     from memstore import metrics
-    from memstore.extract.pipeline import claim, process_turns
     from memstore.records import MemoryEvent, MemoryRecord, ProfileVersion, StyleRule, Turn, normalize_text
 
     home = str(tmp_path / "store")
@@ -133,8 +131,8 @@ def run(tmp_path: Path, n_threads: int, n_processes: int) -> float:
     errors = [e for o in outs for e in o["errors"]]
     assert errors == [], (Counter(e.strip().splitlines()[-1][:160] for e in errors), errors[0])
 
-    while turns := claim(mem, "final", 64):  # turns recorded after the writers' last claims
-        process_turns(mem, turns)
+    while turns := mem.outbox.claim("final", 64):  # turns recorded after the writers' last claims
+        mem.extraction.process(turns)
     mem.repair()
     with Session(mem.engine) as s:
         memories = list(s.exec(select(MemoryRecord)).all())

@@ -49,8 +49,8 @@ def _config(spec: dict[str, Any]) -> Any:
 
 
 def _open(spec: dict[str, Any]) -> Any:
-    from memstore.embed import HashEmbedder
     from memstore.memory import Memory
+    from memstore.storage.embed import HashEmbedder
 
     return Memory(config=_config(spec), embedder=HashEmbedder())
 
@@ -58,7 +58,6 @@ def _open(spec: dict[str, Any]) -> Any:
 def work(spec: dict[str, Any], seed: int, note: Any) -> None:
     """Loops forever doing random work on the shared store until it is killed."""
     from memstore import MemoryClient
-    from memstore.extract.pipeline import claim, process_turns
 
     rng = random.Random(seed)
     mem = _open(spec)
@@ -96,8 +95,8 @@ def work(spec: dict[str, Any], seed: int, note: Any) -> None:
                 mem.delete(victim.id, user_id=user)
                 note("delete", user, victim.id)
         else:
-            turns = claim(mem, wid, 4, lease_seconds=LEASE)
-            process_turns(mem, turns)
+            turns = mem.outbox.claim(wid, 4, lease_seconds=LEASE)
+            mem.extraction.process(turns)
             note("drained", len(turns))
 
 
@@ -113,7 +112,7 @@ def warm_up(spec: dict[str, Any]) -> None:
         client.chat.completions.create(model="scripted", user="w", messages=[{"role": "user", "content": "hi"}])
     mem.add("I love hobby warm2.", user_id="w")
     mem.add("Fact warm3", user_id="w", infer=False)
-    drain(mem)
+    drain(mem.extraction)
 
 
 def apply_spec(spec: dict[str, Any]) -> dict[str, Any]:
@@ -123,21 +122,20 @@ def apply_spec(spec: dict[str, Any]) -> dict[str, Any]:
 def kill_after_apply(spec: dict[str, Any], seed: int, note: Any) -> None:
     """Records one turn, extracts it, and dies (SIGKILL) right after the operations were applied and before
     the turn is marked done."""
-    from memstore.extract import pipeline
-    from memstore.extract.pipeline import claim, process_turns, record_turn
+    from memstore.outbox import Outbox
 
     mem = _open(apply_spec(spec))
-    turn = record_turn(mem, "dee", "default", [{"role": "user", "content": f"I like item apply{seed}."}], "ok")
+    turn = mem.outbox.record("dee", "default", [{"role": "user", "content": f"I like item apply{seed}."}], "ok")
     note("recorded", turn.id)
-    real = pipeline._set_status
 
-    def die_before_done(m: Any, turns: Any, status: str, *a: Any, **k: Any) -> None:
-        if status == "done":
-            os.kill(os.getpid(), signal.SIGKILL)
-        real(m, turns, status, *a, **k)
+    class DiesBeforeDone(Outbox):  # the process is killed between applying and marking the turn done
+        def mark(self, turns: Any, status: str, *a: Any, **k: Any) -> None:
+            if status == "done":
+                os.kill(os.getpid(), signal.SIGKILL)
+            super().mark(turns, status, *a, **k)
 
-    pipeline._set_status = die_before_done
-    process_turns(mem, claim(mem, "doomed", 4))
+    mem.extraction.outbox = DiesBeforeDone(mem.engine, max_attempts=mem.config.extraction_max_attempts)
+    mem.extraction.process(mem.outbox.claim("doomed", 4))
 
 
 def _notebook(log: Path) -> Any:
@@ -156,8 +154,8 @@ def zygote(spec_json: str) -> None:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     spec = json.loads(spec_json)
     import chromadb  # noqa: F401
+    import memstore.adapters.openai.client
 
-    import adapters.openai_client  # noqa: F401
     import memstore.extract.pipeline
     import memstore.memory  # noqa: F401
     from memstore.llm import litellm
@@ -290,15 +288,14 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def final_open(spec: dict[str, Any]) -> Any:
-    from memstore.extract.pipeline import claim, process_turns
 
     mem = _open(spec)
     repaired = mem.repair()
     while True:  # every claim of a dead process is stale now
-        turns = claim(mem, "final", 32, lease_seconds=0)
+        turns = mem.outbox.claim("final", 32, lease_seconds=0)
         if not turns:
             break
-        process_turns(mem, turns)
+        mem.extraction.process(turns)
     return mem, repaired
 
 
@@ -405,9 +402,8 @@ def test_a_turn_killed_after_apply_is_reextracted_after_its_lease_as_noop(rig: A
     from sqlalchemy import update
     from sqlmodel import Session, col, select
 
-    from memstore.db import session_scope
-    from memstore.extract.pipeline import claim, process_turns
     from memstore.records import MemoryEvent, Turn
+    from memstore.storage.db import session_scope
 
     zygote_, spec, model, _llm = rig
     pid = zygote_.fork("kill_after_apply", 7)
@@ -422,13 +418,13 @@ def test_a_turn_killed_after_apply_is_reextracted_after_its_lease_as_noop(rig: A
     assert turn.status == "processing" and turn.claimed_by == "doomed"
     (stored,) = [m for m in mem.get_all("dee") if m.text == "Likes item apply7"]  # applied before the kill
 
-    assert claim(mem, "impatient", 32) == []  # within the 300 s lease nobody takes it
+    assert mem.outbox.claim("impatient", 32) == []  # within the 300 s lease nobody takes it
     with session_scope(mem.engine) as s:  # ... 301 s later
         s.exec(update(Turn).where(col(Turn.id) == turn_id)  # type: ignore[call-overload]
                .values(claimed_at=turn.claimed_at - timedelta(seconds=301)))
-    turns = claim(mem, "after-lease", 32)
+    turns = mem.outbox.claim("after-lease", 32)
     assert [t.id for t in turns] == [turn_id]
-    ops = process_turns(mem, turns)
+    ops = mem.extraction.process(turns)
     assert [op.event for op in ops] == ["NOOP"] and ops[0].memory.id == stored.id
     assert "apply7" in model.already_stored  # the model was shown the memory and (naively) proposed it again
     with Session(mem.engine) as s:

@@ -18,9 +18,9 @@ import pytest
 
 from memstore import metrics
 from memstore.config import MemoryConfig
-from memstore.dense import ScopeVectorCache
-from memstore.embed import HashEmbedder
 from memstore.memory import Memory
+from memstore.storage.embed import HashEmbedder
+from memstore.storage.scope_cache import ScopeVectorCache
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ["I play the cello in an orchestra", "I grow tomatoes on my balcony", "My daughter Emma was born in 2021",
@@ -106,7 +106,7 @@ def test_writes_of_another_process_are_seen(server_config: MemoryConfig) -> None
     assert _dense(mem, "cello") == [cello]  # cached now
     code = (
         "import json, sys; from memstore.config import MemoryConfig; from memstore.memory import Memory; "
-        "from memstore.embed import HashEmbedder; "
+        "from memstore.storage.embed import HashEmbedder; "
         "m = Memory(config=MemoryConfig(**json.loads(sys.argv[1])), embedder=HashEmbedder(64)); "
         "new = m.add('I grow tomatoes', user_id='alice', infer=False)[0].memory.id; "
         "m.update(sys.argv[2], 'I play the violin'); print(new)"
@@ -178,7 +178,7 @@ def test_the_cache_can_be_turned_off_and_an_index_without_vectors_is_asked_direc
 def test_opening_an_older_store_seeds_the_scope_tokens(new_config) -> None:
     from sqlalchemy import text
 
-    from memstore.db import migrate
+    from memstore.storage.db import migrate
 
     mem = _mem(new_config())
     mem.add("I play the cello", user_id="alice", infer=False)

@@ -50,8 +50,8 @@ def test_extraction_doc_shows_the_repair_exchange() -> None:
 
 
 def test_instructions_doc_shows_the_rendered_block(make_memory) -> None:
-    from memstore.embed import HashEmbedder
     from memstore.memory import Memory
+    from memstore.storage.embed import HashEmbedder
 
     mem = Memory(config=MemoryConfig(), embedder=HashEmbedder())
     mem.set_instructions("alice", about_user="I'm a nurse in Porto and I cook a lot.", response_style="Warm but brief.")

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from memstore.embed import ForwardPasses, SentenceTransformerEmbedder
+from memstore.storage.embed import ForwardPasses, SentenceTransformerEmbedder
 
 
 class FakeModel:

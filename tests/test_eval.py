@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from memstore.embed import HashEmbedder
+from memstore.cli.eval import bench_app, eval_app
 from memstore.eval import locomo, prefeval
-from memstore.eval.cli import bench_app, eval_app
 from memstore.eval.retrieval import date_match, named_speakers, query_dates, strip_names
+from memstore.storage.embed import HashEmbedder
 
 # ---- LoCoMo ---------------------------------------------------------------------------------------
 
@@ -128,9 +128,9 @@ def test_run_locomo_extract_maps_sources_to_turns(locomo_file: Path, tmp_path: P
     from memstore.config import MemoryConfig
 
     result = locomo.run_locomo(locomo_file, mode="extract", ks=[50], retrievers=["library"],
-                               config=MemoryConfig(extractor="rules"), store=tmp_path / "store",
+                               config=MemoryConfig(extractor="heuristic"), store=tmp_path / "store",
                                show_progress=False, embedder=HashEmbedder())
-    assert result["extractor"] == "rules" and result["memories"] > 0
+    assert result["extractor"] == "heuristic" and result["memories"] > 0
     rows = result["retrievers"]["library"]["questions"]
     every = {s for r in rows for s in r["top_sources"]}
     assert every and every <= {"D1:1", "D1:2", "D1:3", "D1:4", "D2:1", "D2:2", "D2:3"}
@@ -214,7 +214,7 @@ def test_prefeval_summary_arithmetic() -> None:
 
 
 def test_prefeval_hit_requires_the_preference_turn() -> None:
-    from memstore.context import Context
+    from memstore.recall.context import Context
     from memstore.records import MemoryHit, MemoryRecord, StyleRule
 
     def ctx(mems: list[MemoryRecord], rules: list[StyleRule]) -> Context:
@@ -233,7 +233,7 @@ def test_run_prefeval_end_to_end(tmp_path: Path) -> None:
     from memstore.config import MemoryConfig
 
     root = _prefeval_dir(tmp_path)
-    result = prefeval.run_prefeval(root, distractors=[2], config=MemoryConfig(extractor="rules"),
+    result = prefeval.run_prefeval(root, distractors=[2], config=MemoryConfig(extractor="heuristic"),
                                    store=tmp_path / "store", show_progress=False, embedder=HashEmbedder())
     r = result["distractors"]["2"]
     assert r["items"] == 3 and len(r["rows"]) == 3
@@ -249,7 +249,7 @@ def test_cli_apps_import_cheaply() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, memstore.eval.cli; heavy = [m for m in ('torch', 'chromadb', 'litellm', "
+    code = ("import sys, memstore.cli.eval; heavy = [m for m in ('torch', 'chromadb', 'litellm', "
             "'sentence_transformers') if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
                           cwd=str(Path(__file__).resolve().parents[1]))

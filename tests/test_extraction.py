@@ -136,7 +136,6 @@ def test_bad_json_is_repaired_with_one_retry(mem: Memory, llm: ScriptedLLM) -> N
 def test_invalid_json_twice_marks_the_turn_failed_and_retryable(mem: Memory, llm: ScriptedLLM) -> None:
     from sqlmodel import Session, select
 
-    from memstore.extract.pipeline import retry_failed
     from memstore.worker import drain
 
     llm.enqueue("I think you like cellos", '{"operations": "nope"}')
@@ -147,9 +146,9 @@ def test_invalid_json_twice_marks_the_turn_failed_and_retryable(mem: Memory, llm
     assert turn.status == "failed" and "valid JSON" in turn.error and turn.attempts == 1
     assert "I play the cello." in json.dumps(turn.messages)
 
-    assert retry_failed(mem, user_id="alice") == 1
+    assert mem.outbox.retry(user_id="alice") == 1
     llm.enqueue(ops_json([{"op": "ADD", "text": "Plays the cello", "turn": 0}]))
-    assert drain(mem) == 1
+    assert drain(mem.extraction) == 1
     assert [m.text for m in mem.get_all("alice")] == ["Plays the cello"]
 
 
@@ -171,14 +170,13 @@ def test_gate_skips_the_model_for_turns_without_durable_content(mem: Memory, llm
 
 
 def test_worker_batches_pending_turns_of_a_user_into_one_call(mem: Memory, llm: ScriptedLLM) -> None:
-    from memstore.extract.pipeline import record_turn
     from memstore.worker import drain
 
     for text in ("I have a dog named Rex.", "I work as a nurse.", "What is the capital of France?"):
-        record_turn(mem, "alice", "default", [{"role": "user", "content": text}], "ok")
+        mem.outbox.record("alice", "default", [{"role": "user", "content": text}], "ok")
     llm.reply_fn = lambda req: ops_json([
         {"op": "ADD", "text": "Has a dog named Rex", "turn": 0}, {"op": "ADD", "text": "Works as a nurse", "turn": 1}])
-    assert drain(mem) == 3
+    assert drain(mem.extraction) == 3
     assert len(llm.requests) == 1
     assert 'index="1"' in llm.requests[0].last_user_text
     mems = {m.text: m for m in mem.get_all("alice")}
@@ -187,7 +185,7 @@ def test_worker_batches_pending_turns_of_a_user_into_one_call(mem: Memory, llm: 
 
 
 def test_rules_extractor_works_offline(make_memory) -> None:
-    mem = make_memory(extractor="rules")
+    mem = make_memory(extractor="heuristic")
     mem.add("I live in Berlin and I'm allergic to peanuts.", user_id="alice")
     mem.add("Please never use emojis in your answers.", user_id="alice")
     texts = [m.text.lower() for m in mem.get_all("alice")]

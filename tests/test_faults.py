@@ -23,12 +23,11 @@ from sqlmodel import Session, col, select
 
 from memstore import MemoryClient
 from memstore.config import MemoryConfig
-from memstore.db import session_scope
-from memstore.embed import HashEmbedder
 from memstore.errors import LLMError
-from memstore.extract.pipeline import claim, process_turns, retry_failed
 from memstore.memory import Memory
 from memstore.records import Turn
+from memstore.storage.db import session_scope
+from memstore.storage.embed import HashEmbedder
 from memstore.testing import ScriptedLLM, ScriptedReply
 from memstore.worker import Worker
 
@@ -227,10 +226,9 @@ def test_a_turn_is_never_dropped_failed_turns_are_retried_by_the_worker(tmp_path
     model = FlakyModel("garbage", "more garbage", ScriptedReply(status=500, error="boom"))
     with ScriptedLLM(model) as llm:
         mem = make_memory(tmp_path, llm, extraction_max_attempts=3)
-        from memstore.extract.pipeline import record_turn
 
-        turn = record_turn(mem, "alice", "default", [{"role": "user", "content": "I like green tea."}], "ok")
-        worker = Worker(mem, poll_interval=0.05).start()
+        turn = mem.outbox.record("alice", "default", [{"role": "user", "content": "I like green tea."}], "ok")
+        worker = Worker(mem.extraction, poll_interval=0.05).start()
         try:
             deadline = time.monotonic() + 60
             while all_turns(mem)[0].status != "done":
@@ -248,17 +246,16 @@ def test_after_the_last_attempt_the_turn_stays_failed_and_can_be_retried(tmp_pat
     model = FlakyModel(*(["not json"] * 6))
     with ScriptedLLM(model) as llm:
         mem = make_memory(tmp_path, llm, extraction_max_attempts=3)
-        from memstore.extract.pipeline import record_turn
 
-        record_turn(mem, "alice", "default", [{"role": "user", "content": "I like green tea."}], "ok")
+        mem.outbox.record("alice", "default", [{"role": "user", "content": "I like green tea."}], "ok")
         for _ in range(3):
-            process_turns(mem, claim(mem, "w", 8))
+            mem.extraction.process(mem.outbox.claim("w", 8))
             age_turns(mem, 60)  # skip the outbox's wait between attempts
-        assert claim(mem, "w", 8) == []  # out of attempts: no more automatic retries ...
+        assert mem.outbox.claim("w", 8) == []  # out of attempts: no more automatic retries ...
         (turn,) = all_turns(mem)
         assert turn.status == "failed" and turn.attempts == 3 and "valid JSON" in (turn.error or "")
-        assert retry_failed(mem, "alice") == 1  # ... but it is still there, visible and retryable
-        process_turns(mem, claim(mem, "w", 8))
+        assert mem.outbox.retry("alice") == 1  # ... but it is still there, visible and retryable
+        mem.extraction.process(mem.outbox.claim("w", 8))
     (turn,) = all_turns(mem)
     assert turn.status == "done" and [m.text for m in mem.get_all("alice")] == ["Likes green tea"]
 
@@ -272,7 +269,7 @@ def test_inline_extraction_failure_raises_and_keeps_the_turn(tmp_path: Path) -> 
         (turn,) = all_turns(mem)
         assert turn.status == "failed" and "boom" in (turn.error or "")
         age_turns(mem, 60)
-        process_turns(mem, claim(mem, "w", 8))
+        mem.extraction.process(mem.outbox.claim("w", 8))
     assert all_turns(mem)[0].status == "done" and [m.text for m in mem.get_all("alice")] == ["Likes green tea"]
 
 

@@ -28,10 +28,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initialize, rule
 
 from memstore.config import MemoryConfig
-from memstore.embed import HashEmbedder
 from memstore.errors import InvalidInputError, NotFoundError
 from memstore.memory import Memory
-from memstore.store import check_scope
+from memstore.storage.embed import HashEmbedder
+from memstore.validate import check_scope
 
 TRICKY_USERS = [
     "alice", "Alice", "alice ", " alice", "ali", "alice\u200b", "\uff41\uff4c\uff49\uff43\uff45", "al'ice",
@@ -90,7 +90,7 @@ class IsolationMachine(RuleBasedStateMachine):
     def open_store(self) -> None:
         assert self.home is not None
         n = next(self.examples)
-        cfg = MemoryConfig(home=self.home, extractor="rules", collection=f"iso{n}",
+        cfg = MemoryConfig(home=self.home, extractor="heuristic", collection=f"iso{n}",
                            database_url=f"sqlite:///{self.home}/example{n}.db")
         self.store = Memory(config=cfg, embedder=HashEmbedder())
 
@@ -225,7 +225,7 @@ def test_no_read_ever_shows_another_scopes_data(isolation_home: Path) -> None:
 
 def test_lookalike_scopes_are_distinct(tmp_path: Path) -> None:
     """The deterministic core of the property: every pair of lookalike ids is its own scope everywhere."""
-    mem = Memory(config=MemoryConfig(home=tmp_path / "pairs", extractor="rules"), embedder=HashEmbedder())
+    mem = Memory(config=MemoryConfig(home=tmp_path / "pairs", extractor="heuristic"), embedder=HashEmbedder())
     pairs = [(u, n) for u in TRICKY_USERS for n in TRICKY_NAMESPACES[:3]]
     for i, (u, n) in enumerate(pairs):
         mem.add(f"mk{i}q likes tea and coffee", user_id=u, namespace=n, infer=False)

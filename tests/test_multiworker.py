@@ -91,13 +91,12 @@ def _worker_main(cfg_json: str, ready: str, go: str, worker_id: str) -> None:
             raise SystemExit("never told to start")
         time.sleep(0.005)
     t0 = time.perf_counter()
-    handled = drain(mem, worker_id=worker_id, batch=8)
+    handled = drain(mem.extraction, worker_id=worker_id, batch=8)
     print(json.dumps({"worker": worker_id, "handled": handled, "seconds": round(time.perf_counter() - t0, 2)}))
 
 
 @pytest.mark.slow
 def test_four_worker_processes_extract_each_turn_exactly_once(make_memory, backend: str, tmp_path: Path) -> None:
-    from memstore.extract.pipeline import record_turn
     from memstore.memory import Memory
 
     model = ExtractionModel()
@@ -110,7 +109,7 @@ def test_four_worker_processes_extract_each_turn_exactly_once(make_memory, backe
         for i in range(N_TURNS):
             user = users[(i // BLOCK) % N_USERS]
             said = [{"role": "user", "content": f"I collect stamps from town T{i:04d}."}]
-            turn = record_turn(mem, user, "default", said, "Nice collection!")
+            turn = mem.outbox.record(user, "default", said, "Nice collection!")
             turn_of[i] = turn.id
 
         ready = [tmp_path / f"ready-{n}" for n in range(N_WORKERS)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from memstore import InvalidInputError, Memory, NotFoundError
-from memstore.inject import merge_system, render_block
+from memstore.recall.inject import merge_system, render_block
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from memstore.rules import (
+from memstore.instructions.checkers import (
     CHECKER_KINDS,
     Checker,
     CheckResult,

@@ -15,8 +15,8 @@ from memstore.eval.extraction import (
     prefeval_gate_savings,
     score_turns,
 )
+from memstore.extract.heuristic import extract, resolve_date, third_person
 from memstore.extract.models import Candidate
-from memstore.extract.rules_based import extract, resolve_date, third_person
 
 NOW = datetime(2024, 6, 15, 12, 30, tzinfo=UTC)  # a Saturday
 

@@ -22,15 +22,15 @@ from sqlmodel import Session, select
 
 from memstore import MemoryClient
 from memstore.config import MemoryConfig
-from memstore.embed import HashEmbedder
 from memstore.errors import InvalidInputError
 from memstore.extract.prompts import ExistingItem, TurnView, render_input
-from memstore.inject import render_block
 from memstore.memory import Memory
+from memstore.recall.inject import render_block
+from memstore.recall.tokens import count_tokens
 from memstore.records import MemoryEvent, MemoryRecord, StyleRule, Turn, utcnow
 from memstore.redact import PLACEHOLDERS, iban_valid, luhn_valid, redact
+from memstore.storage.embed import HashEmbedder
 from memstore.testing import ScriptedLLM
-from memstore.tokens import count_tokens
 from memstore.worker import drain
 
 DATA = Path(__file__).parent / "data"
@@ -84,7 +84,7 @@ def secret_cases(seed: int = 7) -> list[tuple[str, str, str]]:
 
 
 def hash_memory(tmp_path: Path, name: str = "store", **cfg: Any) -> Memory:
-    return Memory(config=MemoryConfig(home=tmp_path / name, extractor="rules", **cfg), embedder=HashEmbedder())
+    return Memory(config=MemoryConfig(home=tmp_path / name, extractor="heuristic", **cfg), embedder=HashEmbedder())
 
 
 # ---- redaction ----------------------------------------------------------------------------------------
@@ -200,7 +200,7 @@ def test_secrets_never_reach_the_outbox_the_extraction_prompt_or_the_store(tmp_p
             stream = c.chat.completions.create(model="scripted", user="alice", stream=True,
                                                messages=[{"role": "user", "content": said}])
             assert keys["openai"] in "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices)
-        drain(mem)
+        drain(mem.extraction)
         prompts = [json.dumps(r.body) for r in llm.requests if "long-term memory" in r.system_text]
     assert prompts, "the extraction model was called"
     with Session(mem.engine) as s:
@@ -438,7 +438,7 @@ def test_the_extraction_prompt_is_bounded(tmp_path: Path) -> None:
         t0 = time.perf_counter()
         with MemoryClient(memory=mem, base_url=llm.base_url, api_key="k", start_worker=False) as c:
             c.chat.completions.create(model="scripted", user="alice", messages=[{"role": "user", "content": big}])
-        drain(mem)
+        drain(mem.extraction)
         elapsed = time.perf_counter() - t0
     assert len(sizes) == 2  # the chat call and one extraction call
     # 5 MB of turn, 1 MB of similar memories, 55 kB of rules -> at most 4000 characters of the turn, 40 memories

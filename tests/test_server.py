@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from memstore.adapters.server.keys import open_keys
 
-from adapters.server_process import ServerProcess
-from memstore.keys import open_keys
 from memstore.testing import ScriptedLLM, ScriptedReply
+from memstore.testing.server_process import ServerProcess
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -45,7 +45,7 @@ def keys(home: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def server(home: Path, keys: dict[str, str], upstream: ScriptedLLM) -> Iterator[ServerProcess]:
     srv = ServerProcess(home, ["--upstream-base-url", upstream.base_url, "--upstream-api-key", "upstream-secret",
-                               "--upstream-max-retries", "0", "--extractor", "rules", "--rate-limit", "0"])
+                               "--upstream-max-retries", "0", "--extractor", "heuristic", "--rate-limit", "0"])
     with srv:
         yield srv
 

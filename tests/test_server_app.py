@@ -9,16 +9,16 @@ from typing import Any
 
 import openai
 import pytest
+from memstore.adapters.server.app import create_app
+from memstore.adapters.server.state import ServerSettings
 from starlette.testclient import TestClient
 
-from adapters.server import create_app
-from adapters.server_state import ServerSettings
 from memstore.testing import ScriptedLLM
 
 
 def _app(tmp_path: Path, llm: ScriptedLLM, **kwargs: Any) -> Any:
     settings = ServerSettings(home=str(tmp_path / "store"), upstream_base_url=llm.base_url, upstream_max_retries=0,
-                              embedder="hash", extractor="rules", worker=False, warmup=False, **kwargs)
+                              embedder="hash", extractor="heuristic", worker=False, warmup=False, **kwargs)
     return create_app(settings)
 
 

@@ -14,12 +14,12 @@ from typing import Any
 
 import httpx
 import openai
+from memstore.adapters.server.keys import open_keys
 from sqlmodel import Session, create_engine, select
 
-from adapters.server_process import ServerProcess
-from memstore.keys import open_keys
 from memstore.records import Turn
 from memstore.testing import ScriptedLLM, ScriptedReply
+from memstore.testing.server_process import ServerProcess
 
 
 def _turns(home: Path) -> list[Turn]:
@@ -35,7 +35,7 @@ def test_sigkill_mid_stream_loses_no_recorded_turn(tmp_path: Path, llm: Scripted
     home = tmp_path / "store"
     _row, key = open_keys(home=str(home)).create("crash-test")
     common = ["--upstream-base-url", llm.base_url, "--upstream-max-retries", "0", "--embedder", "hash",
-              "--extractor", "rules", "--rate-limit", "0"]
+              "--extractor", "heuristic", "--rate-limit", "0"]
     first = ServerProcess(home, [*common, "--no-worker"]).start()
     try:
         c = openai.OpenAI(base_url=first.base_url, api_key=key, max_retries=0)

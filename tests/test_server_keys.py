@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 import typer
+from memstore.adapters.server.keys import KeyStore, open_keys
+from memstore.adapters.server.limits import ApiError, RateLimiter, TokenBucket, check_chat_body, upstream_error
 from sqlalchemy import inspect, text
 from typer.testing import CliRunner
 
-from adapters.server_cli import keys_app, serve
-from adapters.server_limits import ApiError, RateLimiter, TokenBucket, check_chat_body, upstream_error
+from memstore.cli.serve import keys_app, serve
 from memstore.errors import InvalidInputError, NotFoundError
-from memstore.keys import KeyStore, open_keys
 
 runner = CliRunner()
 
@@ -75,7 +75,7 @@ def test_keys_are_stored_hashed_and_verified(tmp_path: Path) -> None:
 
 
 def test_an_existing_database_gains_the_keys_table(tmp_path: Path) -> None:
-    from memstore.db import get_engine
+    from memstore.storage.db import get_engine
 
     engine = get_engine(f"sqlite:///{tmp_path / 'old.db'}")
     with engine.begin() as conn:  # as if created by a memstore that predates the proxy
@@ -88,7 +88,7 @@ def test_an_existing_database_gains_the_keys_table(tmp_path: Path) -> None:
 
 
 def test_server_cli_imports_cheaply() -> None:
-    code = ("import sys, adapters.server_cli; heavy = [m for m in ('fastapi', 'uvicorn', 'litellm', 'torch', "
+    code = ("import sys, memstore.cli.serve; heavy = [m for m in ('fastapi', 'uvicorn', 'litellm', 'torch', "
             "'sqlmodel', 'chromadb') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])

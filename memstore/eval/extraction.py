@@ -1,4 +1,4 @@
-"""Extraction measurements for the LLM-free path: the gate and the rules-based extractor.
+"""Extraction measurements for the LLM-free path: the gate and the heuristic extractor.
 
 * :func:`locomo_observation_prf` -- on LoCoMo conversations, does the gate / extractor fire on exactly the
   turns the dataset's ``observation`` annotations cite? Each turn is fed alone, as one user message from
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from memstore.extract.gate import needs_extraction
-from memstore.extract.rules_based import extract
+from memstore.extract.heuristic import extract
 
 __all__ = [
     "locomo_observation_prf",
@@ -98,7 +98,7 @@ def _turns(conversation: Mapping[str, Any]) -> Iterator[tuple[dict[str, Any], da
 
 
 def locomo_observation_prf(path: str | Path) -> dict[str, Any]:
-    """Turn-level P/R/F1 of the gate and of gate + rules-based extractor against LoCoMo observations."""
+    """Turn-level P/R/F1 of the gate and of gate + heuristic extractor against LoCoMo observations."""
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     per_conversation: list[dict[str, Any]] = []
     all_ids: set[str] = set()

@@ -206,8 +206,8 @@ def ingest_raw(mem: Memory, conv: Conversation, keyed: bool = True, namespace: s
 def ingest_extract(mem: Memory, conv: Conversation, namespace: str = NAMESPACE) -> dict[str, str]:
     """Every turn through the configured extractor, one scope per speaker (user_id "conv:speaker").
     Returns outbox turn id -> dia_id."""
-    from memstore.db import session_scope
     from memstore.records import Turn as OutboxTurn
+    from memstore.storage.db import session_scope
     from memstore.worker import drain
 
     mapping: dict[str, str] = {}
@@ -220,7 +220,7 @@ def ingest_extract(mem: Memory, conv: Conversation, namespace: str = NAMESPACE) 
                              **({"created_at": t.date} if t.date else {}))
             s.add(row)
             mapping[row.id] = t.dia_id
-    drain(mem)
+    drain(mem.extraction)
     return mapping
 
 
@@ -279,9 +279,9 @@ def run_locomo(
 ) -> dict[str, Any]:
     """Ingests, asks every question and scores. One result block per retriever (same ingested store)."""
     from memstore.config import MemoryConfig
-    from memstore.inject import render_block
     from memstore.memory import Memory
-    from memstore.tokens import count_tokens
+    from memstore.recall.inject import render_block
+    from memstore.recall.tokens import count_tokens
 
     if mode not in ("raw", "extract"):
         raise ValueError("mode must be raw or extract")

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 from memstore.eval.common import environment, percentile, progress
 
 if TYPE_CHECKING:
-    from memstore.context import Context
     from memstore.memory import Memory
+    from memstore.recall.context import Context
 
 NAMESPACE = "prefeval"
 ACK = "Got it, I'll keep that in mind."
@@ -118,13 +118,12 @@ def summarise(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 # ---- the run ----------------------------------------------------------------------------------------
 
 def run_item(mem: Memory, item: Item, item_no: int, distractors: Sequence[tuple[str, str]], user_id: str) -> dict:
-    from memstore.extract.pipeline import record_turn
     from memstore.worker import drain
 
-    pref = record_turn(mem, user_id, NAMESPACE, [{"role": "user", "content": item.preference}], ACK)
+    pref = mem.outbox.record(user_id, NAMESPACE, [{"role": "user", "content": item.preference}], ACK)
     for user_text, reply in distractors:
-        record_turn(mem, user_id, NAMESPACE, [{"role": "user", "content": user_text}], reply)
-    drain(mem)
+        mem.outbox.record(user_id, NAMESPACE, [{"role": "user", "content": user_text}], reply)
+    drain(mem.extraction)
     extracted = any(pref.id in (m.source_turn_ids or []) for m in mem.get_all(user_id, NAMESPACE)) or any(
         pref.id in (r.source_turn_ids or []) for r in mem.rules(user_id, NAMESPACE).list())
     t0 = time.perf_counter()
@@ -154,7 +153,7 @@ def run_prefeval(
     if store is None:
         tmp = tempfile.TemporaryDirectory(prefix="memstore-prefeval-")
         store = tmp.name
-    cfg = (config or MemoryConfig(extractor="rules")).model_copy(update={"home": Path(store)})
+    cfg = (config or MemoryConfig(extractor="heuristic")).model_copy(update={"home": Path(store)})
     mem = Memory(config=cfg, embedder=embedder)
     results: dict[str, Any] = {}
     t_start = time.perf_counter()

@@ -1,6 +1,6 @@
 """A conversation-aware retriever over a memstore scope: what the LoCoMo harness measures as ``plus``.
 
-It reads the same store as :func:`memstore.retrieve.hybrid_search` (the chroma index, FTS5 / tsvector and
+It reads the same store as :func:`memstore.recall.search.hybrid_search` (the chroma index, FTS5 / tsvector and
 the SQL rows) and adds, each measured on LoCoMo (docs/benchmarks.md):
 
 * **score fusion** -- cosine divided by the best cosine, plus BM25 divided by the best BM25 (times
@@ -34,7 +34,7 @@ from memstore.records import MemoryHit, MemoryRecord
 
 if TYPE_CHECKING:
     from memstore.memory import Memory
-    from memstore.vectors import VectorIndex
+    from memstore.storage.vectors import VectorIndex
 
 __all__ = ["PLUS_PRESETS", "ConversationRetriever", "PlusSettings", "query_dates", "strip_names"]
 
@@ -177,7 +177,7 @@ class ConversationRetriever:
     @property
     def context_index(self) -> VectorIndex:
         if self._context_index is None:
-            from memstore.vectors import ChromaIndex
+            from memstore.storage.vectors import ChromaIndex
 
             cfg = self.mem.config
             self._context_index = ChromaIndex(url=cfg.vector_url, collection=CONTEXT_COLLECTION) if cfg.vector_url \
@@ -215,7 +215,7 @@ class ConversationRetriever:
 
     # -- search ---------------------------------------------------------------------------------------
     def search(self, query: str, user_id: str, namespace: str = "default", limit: int = 10) -> list[MemoryHit]:
-        from memstore.lexical import lexical_search
+        from memstore.storage.lexical import lexical_search
 
         st = self.settings
         sc = self.scope(user_id, namespace)

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from memstore.inject import quote
+from memstore.recall.inject import quote
 
 Kind = Literal["fact", "preference", "event"]
 

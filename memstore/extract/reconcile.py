@@ -11,14 +11,12 @@ from __future__ import annotations
 import logging
 import re
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from memstore.errors import InvalidInputError, NotFoundError, StorageError
 from memstore.extract.prompts import ExtractionResult
+from memstore.instructions.profiles import RulesHandle
 from memstore.records import MemoryOp
-
-if TYPE_CHECKING:
-    from memstore.memory import Memory
+from memstore.storage.store import MemoryStore
 
 log = logging.getLogger("memstore")
 NEAR_DUPLICATE = 0.93
@@ -47,7 +45,7 @@ def near_duplicate(text: str, existing: str, similarity: float, threshold: float
 
 
 def _content_words(text: str) -> set[str]:
-    from memstore.lexical import STOPWORDS
+    from memstore.storage.lexical import STOPWORDS
 
     return {w[:5] for w in re.findall(r"[^\W_]+", text.lower()) if len(w) > 2 and w not in STOPWORDS}
 
@@ -77,11 +75,12 @@ def grounded_rule(rule_text: str, user_text: str) -> bool:
     return len(want & _content_words(own)) / len(want) >= 0.5
 
 
-def apply(mem: Memory, user_id: str, namespace: str, result: ExtractionResult, handles: dict[str, str],
+def apply(store: MemoryStore, rules: RulesHandle, result: ExtractionResult, handles: dict[str, str],
           rule_handles: dict[str, str], turn_ids: list[str], user_texts: list[str], actor: str,
           turn_metadata: list[dict] | None = None) -> list[MemoryOp]:
-    """Applies the operations; ``turn_metadata[i]`` (from ``Memory.add(metadata=...)``) is given to memories
-    added from turn i."""
+    """Applies the operations to one scope (``rules``' user and namespace); ``turn_metadata[i]`` (from
+    ``Memory.add(metadata=...)``) is given to memories added from turn i."""
+    user_id, namespace = rules.user_id, rules.namespace
     ops: list[MemoryOp] = []
 
     def turn_id(i: int | None) -> list[str]:
@@ -94,7 +93,7 @@ def apply(mem: Memory, user_id: str, namespace: str, result: ExtractionResult, h
 
     def similar(text: str) -> list[tuple[str, float]]:
         try:
-            return mem.store.dense_query(mem.store.embed_query(text), user_id, namespace, 3)
+            return store.dense_query(store.embed_query(text), user_id, namespace, 3)
         except StorageError as exc:  # exact duplicates are still caught by the content hash
             log.info("vector index unavailable for the near-duplicate check: %s", exc)
             return []
@@ -103,12 +102,12 @@ def apply(mem: Memory, user_id: str, namespace: str, result: ExtractionResult, h
         for mid, sim in similar(text):
             if sim < NEAR_DUPLICATE:
                 break
-            rec = mem.store.get_many([mid], user_id, namespace).get(mid)
+            rec = store.get_many([mid], user_id, namespace).get(mid)
             if rec is not None and rec.invalid_at is None and near_duplicate(text, rec.text, sim):
                 return MemoryOp(event="NOOP", memory=rec, reason="near-duplicate of an existing memory")
         item = {"text": text, "kind": kind, "source": actor, "source_turn_ids": turn_id(turn),
                 "valid_from": parse_date(date), "confidence": 0.8, "meta": dict(meta_of(turn))}
-        return mem.store.add_many(user_id, namespace, [item], actor=actor, reason=reason or None)[0]
+        return store.add_many(user_id, namespace, [item], actor=actor, reason=reason or None)[0]
 
     for op in result.operations:
         try:
@@ -118,20 +117,19 @@ def apply(mem: Memory, user_id: str, namespace: str, result: ExtractionResult, h
                 if text:
                     ops.append(add(text, op.kind, op.turn, op.date, op.reason))
             elif op.op == "UPDATE" and target and text:
-                ops.append(mem.store.update_text(target, text, actor, op.reason or None, user_id))
+                ops.append(store.update_text(target, text, actor, op.reason or None, user_id))
             elif op.op == "INVALIDATE" and target:
                 new_id = None
                 if text:
                     added = add(text, op.kind, op.turn, op.date, op.reason)
                     ops.append(added)
                     new_id = added.memory.id if added.memory and added.memory.id != target else None
-                ops.append(mem.store.invalidate(target, actor, op.reason or None, new_id, user_id))
+                ops.append(store.invalidate(target, actor, op.reason or None, new_id, user_id))
             elif op.op == "NOOP" and target:
-                ops.append(MemoryOp(event="NOOP", memory=mem.store.get(target, user_id), reason=op.reason or None))
+                ops.append(MemoryOp(event="NOOP", memory=store.get(target, user_id), reason=op.reason or None))
         except (InvalidInputError, NotFoundError) as exc:
             log.info("skipped extraction operation %s: %s", op.op, exc)
 
-    rules = mem.rules(user_id, namespace)
     for change in result.instructions:
         try:
             if change.action == "add":

@@ -1,0 +1,192 @@
+"""The memory steps of one request, shared by MemoryClient, AsyncMemoryClient and the proxy server.
+
+resolve options -> build context (fail open) -> inject into a copy of the messages -> [model call, done by
+the caller] -> record the turn and check the rules (fail open). All pure or synchronous; the async client
+runs the synchronous steps in a thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from memstore import metrics
+from memstore.errors import InvalidInputError, MemstoreError
+from memstore.memory import Memory
+from memstore.messages import content_text
+from memstore.recall.context import Context
+from memstore.recall.inject import merge_instructions, merge_system
+from memstore.records import StyleRule
+
+log = logging.getLogger("memstore")
+MEMORY_OPTION_KEYS = {"user_id", "namespace", "enabled", "extract", "token_budget"}
+
+
+@dataclass
+class Options:
+    user_id: str | None
+    namespace: str = "default"
+    enabled: bool = True
+    extract: bool = True
+    token_budget: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and bool(self.user_id)
+
+
+@dataclass
+class MemoryInfo:
+    """What memstore did for one response: available as ``response.memstore``."""
+
+    user_id: str | None = None
+    namespace: str = "default"
+    memory_ids: list[str] = field(default_factory=list)
+    rule_ids: list[str] = field(default_factory=list)
+    tokens: int = 0
+    turn_id: str | None = None
+    failed_open: str | None = None   # the error, when the memory layer failed and the request went on
+    compliance: dict[str, bool] = field(default_factory=dict)  # rule id -> passed
+    retried: bool = False
+    context: Context | None = None
+
+
+def resolve_options(kwargs: dict[str, Any], default_user: str | None, default_namespace: str) -> Options:
+    """Pops memstore's options out of ``extra_body={"memory": {...}}``; OpenAI's ``user`` stays in
+    ``kwargs`` (it is passed to the model as well)."""
+    extra = kwargs.get("extra_body")
+    mem_opts: dict[str, Any] = {}
+    if isinstance(extra, dict) and "memory" in extra:
+        extra = dict(extra)
+        mem_opts = extra.pop("memory") or {}
+        if not isinstance(mem_opts, dict):
+            raise InvalidInputError('extra_body["memory"] must be an object')
+        unknown = set(mem_opts) - MEMORY_OPTION_KEYS
+        if unknown:
+            raise InvalidInputError(f'unknown extra_body["memory"] keys: {sorted(unknown)}; '
+                                    f"known: {sorted(MEMORY_OPTION_KEYS)}")
+        if extra:
+            kwargs["extra_body"] = extra
+        else:
+            kwargs.pop("extra_body")
+    user = mem_opts.get("user_id") or kwargs.get("user") or kwargs.get("safety_identifier") or default_user
+    if user is not None and not isinstance(user, str):
+        raise InvalidInputError("user must be a string")
+    return Options(user_id=user, namespace=mem_opts.get("namespace") or default_namespace,
+                   enabled=bool(mem_opts.get("enabled", True)), extract=bool(mem_opts.get("extract", True)),
+                   token_budget=mem_opts.get("token_budget"))
+
+
+def fail_open(info: MemoryInfo, exc: Exception, strict: bool, step: str) -> None:
+    if strict:
+        raise exc if isinstance(exc, MemstoreError) else MemstoreError(f"memory {step} failed: {exc}") from exc
+    info.failed_open = f"{step}: {type(exc).__name__}: {exc}"
+    metrics.inc("memstore_fail_open_total")
+    log.warning("memstore %s failed, request continues without memory: %s", step, exc)
+
+
+def prepare(mem: Memory, opts: Options, messages: Any, strict: bool) -> tuple[Any, MemoryInfo]:
+    """Retrieves and injects; returns the messages to send (a copy) and the info so far."""
+    metrics.inc("memstore_requests_total")
+    info = MemoryInfo(user_id=opts.user_id, namespace=opts.namespace)
+    if not opts.active:
+        return messages, info
+    try:
+        ctx = mem.context(opts.user_id, _plain(messages), opts.namespace,  # type: ignore[arg-type]
+                          token_budget=opts.token_budget)
+    except Exception as exc:
+        fail_open(info, exc, strict, "retrieval")
+        return messages, info
+    info.context, info.memory_ids, info.rule_ids, info.tokens = ctx, ctx.memory_ids, ctx.rule_ids, ctx.tokens
+    metrics.inc("memstore_injected_tokens_total", ctx.tokens)
+    metrics.inc("memstore_injected_memories_total", len(ctx.memory_ids))
+    log.debug("memstore injected user=%s memories=%s rules=%s tokens=%d", opts.user_id, ctx.memory_ids,
+              ctx.rule_ids, ctx.tokens)
+    return merge_system(messages, ctx.system_block), info
+
+
+def prepare_instructions(mem: Memory, opts: Options, instructions: str | None, input_messages: list[dict[str, Any]],
+                         strict: bool, skip: bool = False) -> tuple[str | None, MemoryInfo]:
+    """Responses API: the block goes into ``instructions`` after the caller's own."""
+    metrics.inc("memstore_requests_total")
+    info = MemoryInfo(user_id=opts.user_id, namespace=opts.namespace)
+    if not opts.active or skip:
+        return instructions, info
+    try:
+        ctx = mem.context(opts.user_id, input_messages, opts.namespace, token_budget=opts.token_budget)  # type: ignore[arg-type]
+    except Exception as exc:
+        fail_open(info, exc, strict, "retrieval")
+        return instructions, info
+    info.context, info.memory_ids, info.rule_ids, info.tokens = ctx, ctx.memory_ids, ctx.rule_ids, ctx.tokens
+    metrics.inc("memstore_injected_tokens_total", ctx.tokens)
+    return merge_instructions(instructions, ctx.system_block), info
+
+
+def _plain(messages: Any) -> list[dict[str, Any]]:
+    out = []
+    for m in messages or []:
+        if hasattr(m, "model_dump"):
+            m = m.model_dump(exclude_none=True)
+        if isinstance(m, dict) and m.get("role") in ("system", "developer", "user", "assistant", "tool"):
+            out.append({"role": m["role"], "content": content_text(m.get("content"))})
+    return out or [{"role": "user", "content": ""}]
+
+
+def check_rules(rules: list[StyleRule], text: str) -> list[tuple[StyleRule, bool, str]]:
+    from memstore.instructions import checkers
+
+    results = []
+    for r in rules:
+        if not r.checker:
+            continue
+        try:
+            res = checkers.check(checkers.validate_checker(r.checker, r.params), text)
+        except ValueError as exc:
+            log.warning("rule %s has a broken checker: %s", r.id, exc)
+            continue
+        results.append((r, res.passed, res.detail))
+    return results
+
+
+def correction_messages(messages: list[Any], draft: str, failed: list[tuple[StyleRule, bool, str]]) -> list[Any]:
+    """The corrective retry of enforce_rules: the same request plus the broken rules and the draft."""
+    from memstore.instructions import checkers
+
+    broken = "\n".join(
+        f"- {r.text} ({checkers.format_rule_hint(checkers.validate_checker(r.checker or '', r.params))} "
+        f"Problem: {detail})" for r, _ok, detail in failed)
+    note = ("Your draft reply below broke these standing instructions of the user:\n" + broken +
+            "\nWrite the reply again, obeying every instruction. Reply with the new text only.\n<draft>\n" +
+            draft[:6000] + "\n</draft>")
+    return [*messages, {"role": "system", "content": note}]
+
+
+def finish(mem: Memory, opts: Options, info: MemoryInfo, messages: Any, reply: str, *, response_id: str | None,
+           model: str | None, strict: bool, partial: bool = False, check: bool = True,
+           worker: Any = None) -> None:
+    """Records the exchange in the outbox and the rule checks; never raises unless ``strict``."""
+    if not opts.user_id or not opts.enabled:
+        return
+    try:
+        turn = mem.outbox.record(opts.user_id, opts.namespace, _plain(messages), reply,
+                                 response_id=response_id or f"memstore-{uuid.uuid4().hex}", model=model,
+                                 extract=opts.extract, meta={"partial": True} if partial else None)
+        info.turn_id = turn.id
+        metrics.inc("memstore_turns_recorded_total")
+        if worker is not None and opts.extract:
+            worker.notify()
+    except Exception as exc:
+        fail_open(info, exc, strict, "recording")
+    if check and info.context is not None and info.context.rules and not partial:
+        try:
+            results = check_rules(info.context.rules, reply)
+            if results:
+                mem.profiles.record_compliance(opts.user_id, opts.namespace, response_id, results,
+                                               attempt=2 if info.retried else 1)
+                metrics.inc("memstore_rule_checks_total", len(results))
+                metrics.inc("memstore_rule_violations_total", sum(1 for _r, ok, _d in results if not ok))
+                info.compliance = {r.id: ok for r, ok, _d in results}
+        except Exception as exc:
+            fail_open(info, exc, strict, "compliance")

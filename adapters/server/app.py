@@ -1,0 +1,414 @@
+"""``memstore serve``: an OpenAI-compatible HTTP proxy that gives any language's OpenAI SDK memory.
+
+Point the SDK's ``base_url`` at ``http://HOST:PORT/v1`` and use a proxy key (``memstore keys create``) as
+its API key. ``POST /v1/chat/completions`` (streaming as server-sent events) runs the very same request
+path as MemoryClient: the server holds one AsyncMemoryClient configured with the upstream model settings
+and calls ``client.chat.completions.create(**body, extra_body={"memory": {user, namespace}})``. The upstream
+provider key stays on the server.
+
+Endpoints: ``/v1/chat/completions``, ``/v1/models``, the memory API under ``/v1/memory`` (see
+server_memory_api.py), ``/healthz`` and ``/metrics`` (Prometheus text). Run ``python -m memstore.adapters.server.app
+--help`` or ``memstore serve --help``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import quote
+
+import anyio
+import anyio.lowlevel
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from memstore.adapters.server.limits import ApiError, check_chat_body, read_json, upstream_error
+from memstore.adapters.server.memory_api import router as memory_router
+from memstore.adapters.server.state import (
+    USER_HEADER,
+    ServerSettings,
+    ServerState,
+    authorize,
+    header,
+    run,
+    state_of,
+)
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from memstore import metrics
+from memstore.errors import ConfigError, InvalidInputError, MemstoreError, NotFoundError, StorageError
+
+log = logging.getLogger("memstore.server")
+
+SERVER_HELP = {
+    "memstore_server_auth_failures_total": "Proxy requests refused for a missing, wrong or revoked key.",
+    "memstore_server_forbidden_total": "Proxy requests refused for naming a namespace their key is not bound to.",
+    "memstore_server_rate_limited_total": "Proxy requests refused by the per-key rate limit.",
+    "memstore_server_upstream_errors_total": "Chat requests whose upstream model call failed.",
+    "memstore_server_streams_total": "Streamed chat completions started.",
+    "memstore_server_streams_cut_total": "Streams that ended early (client gone or upstream broke).",
+}
+
+
+def _chat_params() -> set[str]:
+    from openai.types.chat.completion_create_params import CompletionCreateParamsBase
+
+    return set(CompletionCreateParamsBase.__annotations__) | {"stream"}
+
+
+# ---- the app ----------------------------------------------------------------------------------------
+
+class _StatusCounter:
+    """ASGI middleware counting responses by status code (for /metrics)."""
+
+    def __init__(self, app: ASGIApp, counts: Counter[str]) -> None:
+        self.app = app
+        self.counts = counts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.counts[str(message["status"])] += 1
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
+
+
+def create_app(settings: ServerSettings | None = None) -> FastAPI:
+    """The ASGI app. Its state (Memory, client, keys) is built at startup, so building the app is cheap."""
+    settings = settings or ServerSettings()
+    statuses: Counter[str] = Counter()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(settings.threads, "memstore-server"))
+        anyio.to_thread.current_default_thread_limiter().total_tokens = max(settings.threads, 8)
+        state = await anyio.to_thread.run_sync(ServerState, settings)
+        if settings.warmup:
+            await anyio.to_thread.run_sync(state.warmup)
+        app.state.srv = state
+        log.info("memstore serve ready: upstream=%s auth=%s", settings.upstream_base_url or "litellm env",
+                 settings.auth)
+        try:
+            yield
+        finally:
+            await state.close()
+
+    app = FastAPI(title="memstore proxy", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.statuses = statuses
+    app.state.chat_params = _chat_params() | set(settings.allow_params)
+    app.add_middleware(_StatusCounter, counts=statuses)
+    _install_error_handlers(app)
+    app.include_router(memory_router)
+    app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
+    app.add_api_route("/v1/models", list_models, methods=["GET"])
+    app.add_api_route("/v1/models/{model:path}", get_model, methods=["GET"])
+    app.add_api_route("/healthz", healthz, methods=["GET"])
+    app.add_api_route("/metrics", prometheus, methods=["GET"])
+    return app
+
+
+def _version() -> str:
+    from memstore import __version__
+
+    return __version__
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api(_r: Request, exc: ApiError) -> Response:
+        return exc.response()
+
+    @app.exception_handler(InvalidInputError)
+    async def _invalid(_r: Request, exc: InvalidInputError) -> Response:
+        return ApiError(400, str(exc), code="invalid_value").response()
+
+    @app.exception_handler(NotFoundError)
+    async def _missing(_r: Request, exc: NotFoundError) -> Response:
+        return ApiError(404, str(exc), code="not_found").response()
+
+    @app.exception_handler(MemstoreError)
+    async def _memstore(_r: Request, exc: MemstoreError) -> Response:
+        status = 503 if isinstance(exc, ConfigError | StorageError) else 500
+        return ApiError(status, f"memory layer error: {exc}", type="server_error", code="memory_error").response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_r: Request, exc: RequestValidationError) -> Response:
+        errs = exc.errors()
+        first = errs[0] if errs else {}
+        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        return ApiError(400, f"invalid parameter {param}: {first.get('msg', 'invalid request')}", param=param,
+                        code="invalid_value").response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_r: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "unknown_url", 405: "method_not_allowed"}.get(exc.status_code)
+        return ApiError(exc.status_code, str(exc.detail), code=code).response()
+
+    @app.exception_handler(Exception)
+    async def _crash(_r: Request, exc: Exception) -> Response:
+        log.exception("memstore serve: unhandled error")
+        return ApiError(500, f"internal server error: {type(exc).__name__}", type="server_error").response()
+
+
+# ---- chat completions -------------------------------------------------------------------------------
+
+async def chat_completions(request: Request) -> Response:
+    st = state_of(request)
+    scope = await authorize(request)
+    body = await read_json(request, st.settings.max_body_bytes)
+    check_chat_body(body, st.settings.max_messages)
+    mem_opts = body.pop("memory", None)
+    if mem_opts is None:
+        mem_opts = {}
+    if not isinstance(mem_opts, dict):
+        raise ApiError(400, "'memory' must be an object", param="memory", code="invalid_type")
+    unknown = sorted(set(body) - request.app.state.chat_params)
+    if unknown:
+        raise ApiError(400, f"Unrecognized request argument supplied: {', '.join(unknown)}", param=unknown[0],
+                       code="unknown_parameter")
+    if st.settings.models and body["model"] not in st.settings.models:
+        raise ApiError(404, f"The model {body['model']!r} is not served here; available: {st.settings.models}",
+                       param="model", code="model_not_found")
+    scope.narrow(mem_opts.pop("namespace", None))
+    user = mem_opts.pop("user_id", None) or header(request, USER_HEADER) or body.get("user")
+    mem_opts = {**mem_opts, "namespace": scope.namespace}
+    if user:
+        mem_opts["user_id"] = user
+    stream = bool(body.pop("stream", False))
+    try:
+        result = await st.client.chat.completions.create(stream=stream, extra_body={"memory": mem_opts}, **body)
+    except MemstoreError:
+        raise
+    except Exception as exc:
+        metrics.inc("memstore_server_upstream_errors_total")
+        err = upstream_error(exc)
+        log.warning("upstream error %d for model %s: %s", err.status, body.get("model"), err.message)
+        raise err from None
+    if not stream:
+        info = result.memstore
+        return Response(result.model_dump_json(), media_type="application/json", headers=_info_headers(info))
+    return await _stream_response(result)
+
+
+async def _stream_response(stream: Any) -> Response:
+    """Pulls the first chunk before answering, so an upstream refusal is still a proper error status."""
+    info = stream.memstore
+    try:
+        first = await stream.__anext__()
+    except StopAsyncIteration:
+        first = None
+    except Exception as exc:
+        metrics.inc("memstore_server_upstream_errors_total")
+        raise upstream_error(exc) from None
+    metrics.inc("memstore_server_streams_total")
+
+    async def events() -> AsyncIterator[str]:
+        complete = False
+        try:
+            if first is not None:
+                yield f"data: {first.model_dump_json()}\n\n"
+                while True:
+                    # shielded: a client hanging up must not cancel the stream's own bookkeeping half-way
+                    # (its end-of-stream recording runs inside __anext__); it is noticed at the checkpoint
+                    with anyio.CancelScope(shield=True):
+                        try:
+                            chunk = await stream.__anext__()
+                        except StopAsyncIteration:
+                            chunk = None
+                    await anyio.lowlevel.checkpoint()  # where a pending cancellation (client gone) lands
+                    if chunk is None:
+                        break
+                    yield f"data: {chunk.model_dump_json()}\n\n"
+            complete = True
+            yield "data: [DONE]\n\n"
+        except Exception as exc:  # the upstream broke mid-stream: tell the client the OpenAI way
+            metrics.inc("memstore_server_upstream_errors_total")
+            yield f"data: {_json(upstream_error(exc).body())}\n\n"
+        finally:
+            if not complete:
+                metrics.inc("memstore_server_streams_cut_total")
+            with anyio.CancelScope(shield=True):  # record the (partial) turn even if the client left
+                await stream.aclose()
+
+    headers = {**_info_headers(info), "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return _ClosingStreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+
+class _ClosingStreamingResponse(StreamingResponse):
+    """Closes its body generator however streaming ends. Starlette leaves a generator whose client went
+    away to the garbage collector; closing it here runs its ``finally`` (which records the partial turn)
+    at once."""
+
+    async def stream_response(self, send: Send) -> None:
+        try:
+            await super().stream_response(send)
+        finally:
+            closer = getattr(self.body_iterator, "aclose", None)
+            if closer is not None:
+                with anyio.CancelScope(shield=True):
+                    await closer()
+
+
+def _json(data: Any) -> str:
+    import json
+
+    return json.dumps(data, separators=(",", ":"))
+
+
+def _info_headers(info: Any) -> dict[str, str]:
+    """What memstore did, for clients that want to know (every SDK ignores unknown headers)."""
+    if info is None:
+        return {}
+    out = {"x-memstore-namespace": quote(info.namespace or "", safe=""),
+           "x-memstore-memories": str(len(info.memory_ids)), "x-memstore-rules": str(len(info.rule_ids)),
+           "x-memstore-injected-tokens": str(info.tokens)}
+    if info.user_id:
+        out["x-memstore-user"] = quote(info.user_id, safe="")
+    if info.memory_ids:
+        out["x-memstore-memory-ids"] = ",".join(info.memory_ids[:50])
+    if info.context is not None:
+        out["x-memstore-retrieval-ms"] = f"{info.context.latency_ms:.1f}"
+    if info.turn_id:
+        out["x-memstore-turn-id"] = info.turn_id
+    if info.failed_open:
+        out["x-memstore-failed-open"] = quote(info.failed_open[:200], safe=" :")
+    return out
+
+
+# ---- models -----------------------------------------------------------------------------------------
+
+async def _upstream_models(request: Request) -> list[dict[str, Any]] | None:
+    st = state_of(request)
+    if st.settings.models:
+        return [{"id": m, "object": "model", "created": 0, "owned_by": "memstore"} for m in st.settings.models]
+    if not st.settings.upstream_base_url:
+        return None
+    import httpx
+
+    headers = {"Authorization": f"Bearer {st.settings.upstream_api_key}"} if st.settings.upstream_api_key else {}
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+            resp = await http.get(st.settings.upstream_base_url.rstrip("/") + "/models", headers=headers)
+    except httpx.HTTPError as exc:
+        raise ApiError(502, f"upstream model list failed: {exc}", type="upstream_error") from None
+    if resp.status_code != 200:
+        raise ApiError(resp.status_code if resp.status_code >= 400 else 502,
+                       f"upstream model list failed: HTTP {resp.status_code}", type="upstream_error")
+    data = resp.json().get("data")
+    return data if isinstance(data, list) else []
+
+
+async def list_models(request: Request) -> Response:
+    await authorize(request)
+    models = await _upstream_models(request)
+    return JSONResponse({"object": "list", "data": models or []})
+
+
+async def get_model(request: Request, model: str) -> Response:
+    await authorize(request)
+    models = await _upstream_models(request)
+    for m in models or []:
+        if isinstance(m, dict) and m.get("id") == model:
+            return JSONResponse(m)
+    if models is None:  # no list to consult: litellm decides at request time
+        return JSONResponse({"id": model, "object": "model", "created": 0, "owned_by": "memstore"})
+    raise ApiError(404, f"The model {model!r} does not exist", param="model", code="model_not_found")
+
+
+# ---- health and metrics -----------------------------------------------------------------------------
+
+async def healthz(request: Request) -> Response:
+    st = state_of(request)
+    from sqlalchemy import text
+
+    def db_ok() -> bool:
+        with st.memory.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return True
+
+    try:
+        await run(db_ok)
+    except Exception as exc:
+        return JSONResponse({"status": "error", "error": f"database: {exc}"}, status_code=503)
+    return JSONResponse({"status": "ok", "version": _version(), "uptime_s": round(time.time() - st.started, 1),
+                         "worker": st.client.worker.running, "pid": os.getpid()})
+
+
+async def prometheus(request: Request) -> Response:
+
+    st = state_of(request)
+    counters = metrics.snapshot()
+    lines: list[str] = []
+    for name, help_text in {**metrics.HELP, **SERVER_HELP}.items():
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter", f"{name} {_num(counters.get(name, 0))}"]
+    known = set(metrics.HELP) | set(SERVER_HELP)
+    for name in sorted(set(counters) - known):
+        lines += [f"# TYPE {name} counter", f"{name} {_num(counters[name])}"]
+    lines += ["# HELP memstore_http_responses_total HTTP responses of the proxy by status code.",
+              "# TYPE memstore_http_responses_total counter"]
+    for code, n in sorted(request.app.state.statuses.items()):
+        lines.append(f'memstore_http_responses_total{{code="{code}"}} {n}')
+    try:
+        depth = await run(st.memory.outbox.pending)
+    except Exception:  # the gauge goes missing rather than /metrics failing
+        depth = None
+    if depth is not None:
+        lines += ["# HELP memstore_extraction_queue_depth Turns waiting in the outbox or being extracted.",
+                  "# TYPE memstore_extraction_queue_depth gauge", f"memstore_extraction_queue_depth {depth}"]
+    checks = counters.get("memstore_rule_checks_total", 0)
+    if checks:
+        ratio = 1 - counters.get("memstore_rule_violations_total", 0) / checks
+        lines += ["# HELP memstore_rule_compliance_ratio Share of checked replies that obeyed the rule.",
+                  "# TYPE memstore_rule_compliance_ratio gauge", f"memstore_rule_compliance_ratio {ratio:.6f}"]
+    worker = st.client.worker
+    lines += ["# HELP memstore_worker_processed_total Turns the extraction worker handled.",
+              "# TYPE memstore_worker_processed_total counter", f"memstore_worker_processed_total {worker.processed}",
+              "# HELP memstore_worker_errors_total Errors of the extraction worker loop.",
+              "# TYPE memstore_worker_errors_total counter", f"memstore_worker_errors_total {worker.errors}",
+              "# HELP memstore_server_start_time_seconds Unix time the server started.",
+              "# TYPE memstore_server_start_time_seconds gauge", f"memstore_server_start_time_seconds {st.started:.3f}"]
+    return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
+# ---- running it -------------------------------------------------------------------------------------
+
+def run_server(settings: ServerSettings, host: str = "127.0.0.1", port: int = 8765, log_level: str = "info") -> None:
+    """Serves until interrupted (one process: rate limits and the worker live in it)."""
+    import uvicorn
+
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx", "httpcore", "chromadb"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    if not settings.auth and host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("memstore serve: --no-auth on %s: anyone who can reach this port can read every memory", host)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False,
+                timeout_graceful_shutdown=10)
+
+
+if __name__ == "__main__":
+    import typer
+
+    from memstore.cli.serve import serve
+
+    typer.run(serve)

@@ -1,0 +1,3 @@
+from memstore.cli.app import main
+
+main()

@@ -1,0 +1,152 @@
+"""The durable Turn outbox: every finished exchange is written here before its response returns, and the
+extraction worker drains it. Record, claim, mark, retry, count and list; nothing else touches ``turns``.
+
+Claims are atomic, so several workers (threads or processes) never extract one turn twice. A claim whose
+worker crashed expires after its lease and is claimed again; failed turns are retried with backoff up to
+``max_attempts`` and then stay visible as failed, retryable by hand.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Engine, func, or_, update
+from sqlmodel import Session, col, select
+
+from memstore.errors import InvalidInputError, NotFoundError
+from memstore.records import Turn, utcnow
+from memstore.storage.db import session_scope
+
+STATUSES = ("pending", "processing", "done", "failed", "skipped")
+OPEN = ("pending", "processing")
+
+
+class Outbox:
+    """The ``turns`` table as a queue. ``redact_secrets``: keys, passwords and card numbers never reach it."""
+
+    def __init__(self, engine: Engine, *, redact_secrets: bool = True, max_attempts: int = 3,
+                 retry_after_seconds: float = 5.0) -> None:
+        self.engine = engine
+        self.redact_secrets = redact_secrets
+        self.max_attempts = max_attempts
+        self.retry_after_seconds = retry_after_seconds
+
+    # ---- write ----------------------------------------------------------------------------------------
+    def record(self, user_id: str, namespace: str, messages: list[dict[str, Any]], response: str = "", *,
+               response_id: str | None = None, model: str | None = None, extract: bool = True, mode: str = "chat",
+               status: str = "pending", meta: dict[str, Any] | None = None) -> Turn:
+        """Writes one finished exchange (durably, before the caller gets its response). ``status="processing"``
+        is for a turn extracted inline: a crash leaves a claim that expires like a worker's."""
+        if status not in STATUSES:
+            raise InvalidInputError(f"status must be one of {', '.join(STATUSES)}")
+        if self.redact_secrets:
+            from memstore.redact import redact_messages, redact_text
+
+            messages, response = redact_messages(messages), redact_text(response)
+        turn = Turn(user_id=user_id, namespace=namespace, messages=messages, response=response,
+                    response_id=response_id, model=model, extract=extract, status=status if extract else "skipped",
+                    meta={"mode": mode, **(meta or {})})
+        if turn.status == "processing":
+            turn.claimed_by, turn.claimed_at = f"inline-{os.getpid()}", utcnow()
+        with session_scope(self.engine) as s:
+            s.add(turn)
+        return turn
+
+    def claim(self, worker_id: str, limit: int = 32, lease_seconds: float = 300.0,
+              retry_failed: bool = True) -> list[Turn]:
+        """Atomically claims up to ``limit`` turns: pending ones, ones whose claim lease expired (a crashed
+        worker), and failed ones due for an automatic retry (backoff, up to the attempt limit). PostgreSQL uses
+        SELECT ... FOR UPDATE SKIP LOCKED; SQLite serialises writers."""
+        now = utcnow()
+        stale = now - timedelta(seconds=lease_seconds)
+        conds = [col(Turn.status) == "pending", (col(Turn.status) == "processing") & (col(Turn.claimed_at) < stale)]
+        if retry_failed:
+            conds.append((col(Turn.status) == "failed") & (col(Turn.attempts) < self.max_attempts)
+                         & (col(Turn.processed_at) < now - timedelta(seconds=self.retry_after_seconds)))
+        with session_scope(self.engine) as s:
+            q = select(Turn.id).where(or_(*conds)).order_by(col(Turn.created_at), col(Turn.pk)).limit(limit)
+            if self.engine.dialect.name == "postgresql":
+                q = q.with_for_update(skip_locked=True)
+            elif self.engine.dialect.name == "sqlite":
+                s.connection().exec_driver_sql("BEGIN IMMEDIATE")
+            ids = list(s.exec(q).all())
+            if not ids:
+                return []
+            s.execute(update(Turn).where(col(Turn.id).in_(ids))
+                      .values(status="processing", claimed_by=worker_id, claimed_at=now))
+        with Session(self.engine, expire_on_commit=False) as s:
+            return list(s.exec(select(Turn).where(col(Turn.id).in_(ids), Turn.claimed_by == worker_id)
+                               .order_by(col(Turn.created_at), col(Turn.pk))).all())
+
+    def mark(self, turns: Iterable[Turn], status: str, error: str | None = None, *, attempted: bool = False) -> None:
+        """Sets the outcome of claimed turns (``attempted``: one more extraction attempt was made) and
+        releases their claim. The given Turn objects are updated too."""
+        if status not in STATUSES:
+            raise InvalidInputError(f"status must be one of {', '.join(STATUSES)}")
+        with session_scope(self.engine) as s:
+            for t in turns:
+                row = s.exec(select(Turn).where(Turn.id == t.id)).one()
+                row.status, row.error = status, error
+                row.processed_at = utcnow()
+                row.claimed_by = None
+                if attempted:
+                    row.attempts += 1
+                s.add(row)
+                t.status, t.error, t.attempts = row.status, row.error, row.attempts
+
+    def retry(self, user_id: str | None = None, turn_ids: list[str] | None = None) -> int:
+        """Puts failed turns back to pending (attempt counter reset). Returns how many."""
+        with session_scope(self.engine) as s:
+            q = update(Turn).where(col(Turn.status) == "failed")
+            if user_id is not None:
+                q = q.where(col(Turn.user_id) == user_id)
+            if turn_ids is not None:
+                q = q.where(col(Turn.id).in_(turn_ids))
+            return int(s.execute(q.values(status="pending", attempts=0, error=None)).rowcount)  # type: ignore[attr-defined]
+
+    # ---- read -----------------------------------------------------------------------------------------
+    def pending(self, turn_ids: set[str] | None = None) -> int:
+        """Turns still waiting or being extracted (optionally among ``turn_ids``)."""
+        if turn_ids is not None and not turn_ids:
+            return 0
+        with Session(self.engine) as s:
+            q = select(func.count()).select_from(Turn).where(col(Turn.status).in_(OPEN))
+            if turn_ids is not None:
+                q = q.where(col(Turn.id).in_(list(turn_ids)))
+            return int(s.exec(q).one())
+
+    def counts(self) -> dict[str, int]:
+        """How many turns are in each status."""
+        with Session(self.engine) as s:
+            return {st: int(n) for st, n in s.exec(select(Turn.status, func.count()).group_by(Turn.status)).all()}
+
+    def list(self, user_id: str | None = None, status: str | None = None, *, turn_ids: list[str] | None = None,
+             limit: int | None = 50, newest_first: bool = True) -> list[Turn]:
+        """Recorded turns, newest first, optionally of one user, one status or the given ids."""
+        if status is not None and status not in STATUSES:
+            raise InvalidInputError(f"status must be one of {', '.join(STATUSES)}")
+        q = select(Turn)
+        if user_id is not None:
+            q = q.where(Turn.user_id == user_id)
+        if status is not None:
+            q = q.where(Turn.status == status)
+        if turn_ids is not None:
+            q = q.where(col(Turn.id).in_(turn_ids))
+        order = (col(Turn.created_at).desc(), col(Turn.pk).desc()) if newest_first else \
+            (col(Turn.created_at), col(Turn.pk))
+        q = q.order_by(*order)
+        if limit is not None:
+            q = q.limit(limit)
+        with Session(self.engine, expire_on_commit=False) as s:
+            return list(s.exec(q).all())
+
+    def get(self, turn_id: str) -> Turn:
+        """One turn by its full id. Raises NotFoundError."""
+        with Session(self.engine, expire_on_commit=False) as s:
+            turn = s.exec(select(Turn).where(Turn.id == turn_id)).first()
+        if turn is None:
+            raise NotFoundError(f"no turn with id {turn_id!r}")
+        return turn

@@ -1,0 +1,112 @@
+"""What gets injected for one request: profile + enabled rules (always), pinned facts, then the facts most
+relevant to the latest user message, all within a token budget."""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from memstore.instructions.profiles import ProfileStore
+from memstore.messages import last_user_text, normalize_messages
+from memstore.recall.inject import render_block, render_memory, render_rules
+from memstore.recall.search import Retriever
+from memstore.recall.tokens import count_tokens
+from memstore.records import MemoryHit, MemoryRecord, StyleRule
+from memstore.validate import check_scope
+
+
+class Context(BaseModel):
+    """The block MemoryClient would add for a request, and what went into it."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    user_id: str
+    namespace: str
+    system_block: str
+    memories: list[MemoryHit]
+    rules: list[StyleRule]
+    about_user: str = ""
+    response_style: str = ""
+    tokens: int
+    token_budget: int
+    query: str = ""
+    dropped: int = 0          # relevant memories left out for lack of budget
+    latency_ms: float = 0.0
+
+    @property
+    def memory_ids(self) -> list[str]:
+        return [h.memory.id for h in self.memories]
+
+    @property
+    def rule_ids(self) -> list[str]:
+        return [r.id for r in self.rules]
+
+    def summary(self) -> dict[str, Any]:
+        return {"user_id": self.user_id, "namespace": self.namespace, "memory_ids": self.memory_ids,
+                "rule_ids": self.rule_ids, "tokens": self.tokens, "dropped": self.dropped}
+
+
+def build_context(retriever: Retriever, profiles: ProfileStore, user_id: str, namespace: str, messages: Any,
+                  token_budget: int, limit: int) -> Context:
+    """Profile and enabled rules (always), pinned facts, then the ``limit`` facts most relevant to the latest
+    user message, as many as fit in ``token_budget``."""
+    user_id, namespace = check_scope(user_id, namespace)
+    t0 = time.perf_counter()
+    budget = token_budget
+    msgs = normalize_messages(messages)
+    query = last_user_text(msgs).strip()
+    profile = profiles.get(user_id, namespace)
+
+    rules, dropped = _fit_rules(profile.rules, budget)
+    base = render_block(profile.about_user, profile.response_style, rules, [])
+    used = count_tokens(base) if base else _wrapper_tokens()  # the wrapper costs tokens once a memory goes in
+
+    chosen: list[MemoryHit] = []
+    seen: set[str] = set()
+    candidates: list[MemoryHit] = []
+    pinned = retriever.store.list(user_id, namespace, pinned=True, limit=50)
+    candidates.extend(MemoryHit(memory=p, score=1.0, sources=["pinned"]) for p in
+                      sorted(pinned, key=lambda m: (-m.importance, m.created_at)))
+    if query:
+        settings = retriever.settings.with_(include_pinned=False)
+        candidates.extend(retriever.search(query[:4000], user_id, namespace, limit=limit, settings=settings))
+    for hit in candidates:
+        if hit.memory.id in seen:
+            continue
+        seen.add(hit.memory.id)
+        cost = count_tokens(render_memory(hit.memory)) + 1
+        if used + cost > budget:
+            dropped += 1
+            continue
+        used += cost
+        chosen.append(hit)
+
+    block = render_block(profile.about_user, profile.response_style, rules, [h.memory for h in chosen])
+    return Context(
+        user_id=user_id, namespace=namespace, system_block=block, memories=chosen, rules=rules,
+        about_user=profile.about_user, response_style=profile.response_style,
+        tokens=count_tokens(block) if block else 0, token_budget=budget, query=query, dropped=dropped,
+        latency_ms=(time.perf_counter() - t0) * 1000,
+    )
+
+
+def _fit_rules(rules: list[StyleRule], budget: int) -> tuple[list[StyleRule], int]:
+    """The rules that fit in the budget on their own, in order: all of them normally; a user with hundreds
+    of rules cannot make the block unbounded. (The two custom-instruction fields are always injected, each
+    capped by ``max_instruction_chars``.) Returns (kept rules, number left out)."""
+    used = 0
+    for i, r in enumerate(rules):
+        used += count_tokens(render_rules([r]).split("\n")[1]) + 1
+        if used > budget:
+            return rules[:i], len(rules) - i
+    return rules, 0
+
+
+@functools.cache
+def _wrapper_tokens() -> int:
+    """Tokens of the block's wrapper and preamble around the memories (the same for every request)."""
+    placeholder = MemoryRecord(id="x" * 32, user_id="u", text="x", kind="fact")
+    return count_tokens(render_block(memories=[placeholder])) - count_tokens(render_memory(placeholder))

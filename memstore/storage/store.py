@@ -1,0 +1,457 @@
+"""MemoryStore: memory rows in SQL plus their vectors, kept in step.
+
+A write lands in SQL first (with ``indexed=False``), then in the vector index; a failure or crash in
+between is repaired by :meth:`MemoryStore.repair_index` (run on open), so no memory is ever lost.
+Deletions leave a tombstone in the same transaction, so an orphan vector is removed on repair.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, delete, func, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from memstore.errors import InvalidInputError, NotFoundError, StorageError
+from memstore.records import (
+    MemoryEvent,
+    MemoryOp,
+    MemoryRecord,
+    VectorTombstone,
+    content_hash,
+    utcnow,
+)
+from memstore.storage.db import session_scope
+from memstore.storage.embed import Embedder
+from memstore.storage.scope_cache import ScopeVectorCache, bump_scopes, forget_scopes
+from memstore.storage.vectors import VectorIndex
+from memstore.validate import check_text
+
+log = logging.getLogger("memstore")
+
+
+class MemoryStore:
+    """SQL rows + vector index + embedder. No validation of public input beyond the basics."""
+
+    def __init__(self, engine: Engine, index: VectorIndex, embedder: Embedder, max_chars: int = 2000,
+                 redact_secrets: bool = True, vector_cache_bytes: int = 256 * 2**20) -> None:
+        self.engine = engine
+        self.index = index
+        self.embedder = embedder
+        self.max_chars = max_chars
+        self.redact_secrets = redact_secrets
+        # exact search over a scope's vectors in memory; chroma answers what the cache cannot (dense.py)
+        self.vector_cache = ScopeVectorCache(engine, index, vector_cache_bytes) if vector_cache_bytes > 0 else None
+        self._repaired = False
+        self._repair_lock = threading.Lock()
+
+    def _clean(self, text: str) -> str:
+        """Validated text, with secrets replaced by placeholders when ``redact_secrets`` (memstore.redact)."""
+        text = check_text(text, self.max_chars)
+        if self.redact_secrets:
+            from memstore.redact import redact
+
+            text = redact(text)[0]
+        return text
+
+    # ---- reads ------------------------------------------------------------------------------------
+    def get(self, memory_id: str, user_id: str | None = None, namespace: str | None = None) -> MemoryRecord:
+        if not isinstance(memory_id, str) or not memory_id:
+            raise InvalidInputError("memory_id must be a non-empty string")
+        with Session(self.engine, expire_on_commit=False) as s:
+            rec = s.exec(select(MemoryRecord).where(MemoryRecord.id == memory_id)).first()
+        if rec is None or (user_id is not None and rec.user_id != user_id) or (
+            namespace is not None and rec.namespace != namespace
+        ):
+            raise NotFoundError(f"no memory with id {memory_id!r}")
+        return rec
+
+    def get_many(self, ids: Sequence[str], user_id: str, namespace: str) -> dict[str, MemoryRecord]:
+        if not ids:
+            return {}
+        with Session(self.engine, expire_on_commit=False) as s:
+            # coalesce() keeps the scope test out of the planner's index choice: without statistics SQLite
+            # would walk the whole scope through ix_memories_scope_valid (1.5 ms at 10k memories) instead
+            # of looking the ids up in the unique id index (0.05 ms)
+            rows = s.exec(select(MemoryRecord).where(
+                col(MemoryRecord.id).in_(list(ids)), func.coalesce(MemoryRecord.user_id, "") == user_id,
+                func.coalesce(MemoryRecord.namespace, "") == namespace,
+            )).all()
+        return {r.id: r for r in rows}
+
+    def list(self, user_id: str, namespace: str | None = "default", include_invalid: bool = False,
+             kind: str | None = None, pinned: bool | None = None, limit: int | None = None,
+             offset: int = 0) -> list[MemoryRecord]:
+        q = select(MemoryRecord).where(MemoryRecord.user_id == user_id)
+        if namespace is not None:
+            q = q.where(MemoryRecord.namespace == namespace)
+        if not include_invalid:
+            q = q.where(col(MemoryRecord.invalid_at).is_(None))
+        if kind is not None:
+            q = q.where(MemoryRecord.kind == kind)
+        if pinned is not None:
+            q = q.where(MemoryRecord.pinned == pinned)
+        q = q.order_by(col(MemoryRecord.created_at), col(MemoryRecord.pk)).offset(offset)
+        if limit is not None:
+            q = q.limit(limit)
+        with Session(self.engine, expire_on_commit=False) as s:
+            return list(s.exec(q).all())
+
+    def find_by_text(self, user_id: str, namespace: str, text: str) -> MemoryRecord | None:
+        with Session(self.engine, expire_on_commit=False) as s:
+            return s.exec(select(MemoryRecord).where(
+                MemoryRecord.user_id == user_id, MemoryRecord.namespace == namespace,
+                MemoryRecord.content_hash == content_hash(text),
+            )).first()
+
+    def history(self, memory_id: str, user_id: str | None = None) -> list[MemoryEvent]:
+        q = select(MemoryEvent).where(MemoryEvent.memory_id == memory_id)
+        if user_id is not None:
+            q = q.where(MemoryEvent.user_id == user_id)
+        with Session(self.engine, expire_on_commit=False) as s:
+            rows = list(s.exec(q.order_by(col(MemoryEvent.created_at), col(MemoryEvent.pk))).all())
+        if not rows:
+            raise NotFoundError(f"no memory with id {memory_id!r}")
+        return rows
+
+    # ---- writes -----------------------------------------------------------------------------------
+    def add_many(self, user_id: str, namespace: str, items: Iterable[dict[str, Any]], actor: str,
+                 reason: str | None = None) -> list[MemoryOp]:
+        """Inserts memories (dicts of MemoryRecord fields incl. ``text``); exact duplicates are NOOPs and
+        a duplicate of an invalidated memory restores it. Embeds and indexes the new ones in one batch.
+        When a concurrent writer stores the same text first, the batch is rolled back and run again (the
+        text is then a NOOP), so racing writers never fail and never store a text twice."""
+        items = list(items)
+        for attempt in range(10):
+            try:
+                return self._add_many(user_id, namespace, items, actor, reason)
+            except _ConcurrentDuplicate as exc:
+                if attempt == 9:
+                    raise StorageError("concurrent duplicate write; retry") from exc.__cause__
+                time.sleep(random.uniform(0.002, 0.02) * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _add_many(self, user_id: str, namespace: str, items: list[dict[str, Any]], actor: str,
+                  reason: str | None) -> list[MemoryOp]:
+        ops: list[MemoryOp] = []
+        fresh: list[MemoryRecord] = []
+        cleaned = [(item, self._clean(item["text"])) for item in items]
+        with session_scope(self.engine) as s:
+            hashes = sorted({content_hash(text) for _item, text in cleaned})
+            stored: dict[str, MemoryRecord] = {}
+            for i in range(0, len(hashes), 500):  # one lookup per 500 texts, not one per text
+                stored.update((r.content_hash, r) for r in s.exec(select(MemoryRecord).where(
+                    MemoryRecord.user_id == user_id, MemoryRecord.namespace == namespace,
+                    col(MemoryRecord.content_hash).in_(hashes[i:i + 500]),
+                )).all())
+            # the new texts' embedding runs on another thread while this transaction writes the rows
+            new_texts = list(dict.fromkeys(t for _i, t in cleaned if content_hash(t) not in stored))
+            vectors = _embed_pool().submit(self.embedder.embed, new_texts) \
+                if len(new_texts) >= OVERLAP_MIN_TEXTS else None
+            seen: dict[str, MemoryRecord] = {}
+            for item, text in cleaned:
+                h = content_hash(text)
+                if h in seen:
+                    ops.append(MemoryOp(event="NOOP", memory=seen[h], reason="duplicate in the same batch"))
+                    continue
+                existing = stored.get(h)
+                if existing is not None:
+                    seen[h] = existing
+                    if existing.invalid_at is not None:
+                        existing.invalid_at = None
+                        existing.superseded_by = None
+                        existing.updated_at = utcnow()
+                        s.add(existing)
+                        s.add(MemoryEvent(memory_id=existing.id, user_id=user_id, namespace=namespace,
+                                          event="RESTORE", old_text=existing.text, new_text=existing.text,
+                                          actor=actor, reason=reason or "stated again"))
+                        ops.append(MemoryOp(event="RESTORE", memory=existing, reason=reason))
+                    else:
+                        merged = _merge_sources(existing, item)
+                        if merged:
+                            s.add(existing)
+                        ops.append(MemoryOp(event="NOOP", memory=existing, reason="already stored"))
+                    continue
+                fields = {k: v for k, v in item.items() if k != "text"}
+                rec = MemoryRecord(user_id=user_id, namespace=namespace, text=text, content_hash=h, **fields)
+                s.add(rec)
+                s.add(MemoryEvent(memory_id=rec.id, user_id=user_id, namespace=namespace, event="ADD",
+                                  new_text=text, actor=actor, reason=reason))
+                seen[h] = rec
+                fresh.append(rec)
+                ops.append(MemoryOp(event="ADD", memory=rec, reason=reason))
+            try:
+                s.flush()
+            except IntegrityError as exc:  # a concurrent writer stored the same text first
+                raise _ConcurrentDuplicate() from exc
+        self._index(fresh, _by_text(new_texts, vectors))
+        return ops
+
+    def update_text(self, memory_id: str, text: str, actor: str, reason: str | None = None,
+                    user_id: str | None = None, **fields: Any) -> MemoryOp:
+        text = self._clean(text)
+        with session_scope(self.engine) as s:
+            rec = self._locked(s, memory_id, user_id)
+            old = rec.text
+            h = content_hash(text)
+            if h != rec.content_hash:
+                clash = s.exec(select(MemoryRecord).where(
+                    MemoryRecord.user_id == rec.user_id, MemoryRecord.namespace == rec.namespace,
+                    MemoryRecord.content_hash == h,
+                )).first()
+                if clash is not None:
+                    raise InvalidInputError(f"memory {clash.id} already says that")
+            changed_text = text != old
+            rec.text, rec.content_hash, rec.updated_at = text, h, utcnow()
+            for k, v in fields.items():
+                setattr(rec, k, v)
+            if changed_text:
+                rec.indexed = False
+            s.add(rec)
+            s.add(MemoryEvent(memory_id=rec.id, user_id=rec.user_id, namespace=rec.namespace, event="UPDATE",
+                              old_text=old, new_text=text, actor=actor, reason=reason))
+        if changed_text:
+            self._index([rec])
+        return MemoryOp(event="UPDATE", memory=rec, previous_text=old, reason=reason)
+
+    def set_fields(self, memory_id: str, actor: str, user_id: str | None = None, reason: str | None = None,
+                   **fields: Any) -> MemoryRecord:
+        """Changes metadata fields (kind, pinned, importance, metadata) without touching the text."""
+        with session_scope(self.engine) as s:
+            rec = self._locked(s, memory_id, user_id)
+            for k, v in fields.items():
+                setattr(rec, k, v)
+            rec.updated_at = utcnow()
+            s.add(rec)
+            s.add(MemoryEvent(memory_id=rec.id, user_id=rec.user_id, namespace=rec.namespace, event="UPDATE",
+                              old_text=rec.text, new_text=rec.text, actor=actor,
+                              reason=reason or "changed " + ", ".join(sorted(fields))))
+        return rec
+
+    def invalidate(self, memory_id: str, actor: str, reason: str | None = None,
+                   superseded_by: str | None = None, user_id: str | None = None,
+                   at: datetime | None = None) -> MemoryOp:
+        with session_scope(self.engine) as s:
+            rec = self._locked(s, memory_id, user_id)
+            if rec.invalid_at is not None:
+                return MemoryOp(event="NOOP", memory=rec, reason="already invalid")
+            rec.invalid_at = at or utcnow()
+            rec.superseded_by = superseded_by
+            rec.updated_at = utcnow()
+            s.add(rec)
+            s.add(MemoryEvent(memory_id=rec.id, user_id=rec.user_id, namespace=rec.namespace,
+                              event="INVALIDATE", old_text=rec.text, new_text=None, actor=actor,
+                              reason=reason))
+        return MemoryOp(event="INVALIDATE", memory=rec, previous_text=rec.text, reason=reason)
+
+    def restore(self, memory_id: str, actor: str, reason: str | None = None,
+                user_id: str | None = None) -> MemoryOp:
+        with session_scope(self.engine) as s:
+            rec = self._locked(s, memory_id, user_id)
+            if rec.invalid_at is None:
+                return MemoryOp(event="NOOP", memory=rec, reason="already valid")
+            rec.invalid_at, rec.superseded_by, rec.updated_at = None, None, utcnow()
+            s.add(rec)
+            s.add(MemoryEvent(memory_id=rec.id, user_id=rec.user_id, namespace=rec.namespace, event="RESTORE",
+                              old_text=rec.text, new_text=rec.text, actor=actor, reason=reason))
+        return MemoryOp(event="RESTORE", memory=rec, reason=reason)
+
+    def delete(self, memory_id: str, actor: str, reason: str | None = None,
+               user_id: str | None = None) -> MemoryOp:
+        with session_scope(self.engine) as s:
+            rec = self._locked(s, memory_id, user_id)
+            s.add(MemoryEvent(memory_id=rec.id, user_id=rec.user_id, namespace=rec.namespace, event="DELETE",
+                              old_text=rec.text, actor=actor, reason=reason))
+            s.merge(VectorTombstone(memory_id=rec.id))
+            s.delete(rec)
+            bump_scopes(s, [(rec.user_id, rec.namespace)])
+        self._drop_vectors([rec.id])
+        return MemoryOp(event="DELETE", memory=rec, previous_text=rec.text, reason=reason)
+
+    def forget(self, user_id: str, namespace: str | None = None) -> int:
+        """Deletes every memory and event of the user (in one namespace, or all). Returns the count."""
+        with session_scope(self.engine) as s:
+            q = select(MemoryRecord.id).where(MemoryRecord.user_id == user_id)
+            if namespace is not None:
+                q = q.where(MemoryRecord.namespace == namespace)
+            ids = list(s.exec(q).all())
+            for i in ids:
+                s.merge(VectorTombstone(memory_id=i))
+            dm = delete(MemoryRecord).where(col(MemoryRecord.user_id) == user_id)
+            de = delete(MemoryEvent).where(col(MemoryEvent.user_id) == user_id)
+            if namespace is not None:
+                dm = dm.where(col(MemoryRecord.namespace) == namespace)
+                de = de.where(col(MemoryEvent.namespace) == namespace)
+            s.exec(dm)  # type: ignore[call-overload]
+            s.exec(de)  # type: ignore[call-overload]
+            forget_scopes(s, user_id, namespace)
+        try:
+            ids = sorted(set(ids) | self.index.ids(user_id, namespace))
+        except Exception as exc:  # the tombstones finish the job on the next repair
+            log.warning("vector index unavailable while forgetting %s: %s", user_id, exc)
+        self._drop_vectors(ids)
+        return len(ids)
+
+    # ---- the index --------------------------------------------------------------------------------
+    def _index(self, recs: Sequence[MemoryRecord], embedded: Callable[[], dict[str, np.ndarray]] | None = None) -> None:
+        """Embeds (or takes ``embedded()``: text -> vector, computed meanwhile) and upserts; on failure the rows
+        stay ``indexed=False`` for the next repair."""
+        if not recs:
+            return
+        try:
+            ready = embedded() if embedded is not None else {}
+            if all(r.text in ready for r in recs):
+                vecs = np.stack([ready[r.text] for r in recs])
+            else:
+                vecs = self.embedder.embed([r.text for r in recs])
+            self.index.upsert([r.id for r in recs], vecs, [r.user_id for r in recs],
+                              [r.namespace for r in recs])
+        except Exception as exc:
+            log.warning("vector index write failed (%s); %d memories will be indexed on repair", exc, len(recs))
+            return
+        with session_scope(self.engine) as s:
+            s.exec(update(MemoryRecord).where(col(MemoryRecord.id).in_([r.id for r in recs]))  # type: ignore[call-overload]
+                   .values(indexed=True))
+            bump_scopes(s, [(r.user_id, r.namespace) for r in recs])
+        for r in recs:
+            r.indexed = True
+
+    def _drop_vectors(self, ids: Sequence[str]) -> None:
+        if not ids:
+            return
+        try:
+            self.index.delete(list(ids))
+        except Exception as exc:
+            log.warning("vector index delete failed (%s); will retry on repair", exc)
+            return
+        with session_scope(self.engine) as s:
+            s.exec(delete(VectorTombstone).where(col(VectorTombstone.memory_id).in_(list(ids))))  # type: ignore[call-overload]
+
+    def ensure_repaired(self) -> None:
+        """Runs ``repair_index`` once per store, lazily, before the first index use. A failure is logged: the
+        index may be down, search still works lexically, and ``memstore reindex`` or a restart repairs it."""
+        if self._repaired:
+            return
+        with self._repair_lock:
+            if self._repaired:
+                return
+            self._repaired = True
+            try:
+                self.repair_index()
+            except Exception as exc:
+                log.warning("index repair failed: %s", exc)
+
+    def repair_index(self, batch: int = 512) -> dict[str, int]:
+        """Indexes rows a crash or failure left unindexed and removes vectors of deleted rows."""
+        with Session(self.engine) as s:
+            dead = list(s.exec(select(VectorTombstone.memory_id)).all())
+        self._drop_vectors(dead)
+        indexed = 0
+        while True:
+            with Session(self.engine, expire_on_commit=False) as s:
+                rows = list(s.exec(select(MemoryRecord).where(col(MemoryRecord.indexed).is_(False))
+                                   .limit(batch)).all())
+            if not rows:
+                break
+            self._index(rows)
+            if not all(r.indexed for r in rows):
+                break  # index still failing; try again later
+            indexed += len(rows)
+        return {"indexed": indexed, "removed": len(dead)}
+
+    def reindex(self, progress: Any = None, batch: int = 256) -> int:
+        """Drops the vector index and rebuilds it from SQL. ``progress(done, total)`` is called per batch."""
+        self.index.reset()
+        if self.vector_cache is not None:  # the embedding model may be another one now
+            self.vector_cache.clear()
+        with Session(self.engine) as s:
+            total = s.exec(select(func.count()).select_from(MemoryRecord)).one()
+            s.exec(delete(VectorTombstone))  # type: ignore[call-overload]
+            s.commit()
+        done, last_pk = 0, 0
+        while True:
+            with Session(self.engine, expire_on_commit=False) as s:
+                rows = list(s.exec(select(MemoryRecord).where(col(MemoryRecord.pk) > last_pk)
+                                   .order_by(col(MemoryRecord.pk)).limit(batch)).all())
+            if not rows:
+                break
+            last_pk = rows[-1].pk or last_pk
+            vecs = self.embedder.embed([r.text for r in rows])
+            self.index.upsert([r.id for r in rows], vecs, [r.user_id for r in rows], [r.namespace for r in rows])
+            with session_scope(self.engine) as s:
+                s.exec(update(MemoryRecord).where(col(MemoryRecord.id).in_([r.id for r in rows]))  # type: ignore[call-overload]
+                       .values(indexed=True))
+                bump_scopes(s, [(r.user_id, r.namespace) for r in rows])
+            done += len(rows)
+            if progress:
+                progress(done, total)
+        return done
+
+    def dense_query(self, vec: np.ndarray, user_id: str, namespace: str, limit: int) -> list[tuple[str, float]]:
+        """(id, cosine similarity) of the scope's nearest vectors, best first: exact, from the in-memory
+        scope cache when it can answer, else the vector index's (approximate) query."""
+        if self.vector_cache is not None:
+            try:
+                hits = self.vector_cache.query(vec, user_id, namespace, limit)
+            except Exception as exc:  # the cache is an optimisation: never a reason to fail a search
+                log.debug("vector cache failed, asking the index: %s", exc)
+                hits = None
+            if hits is not None:
+                return hits
+        return self.index.query(vec, user_id, namespace, limit)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embedder.embed([text])[0]
+
+    # ---- helpers ----------------------------------------------------------------------------------
+    def _locked(self, s: Session, memory_id: str, user_id: str | None) -> MemoryRecord:
+        if not isinstance(memory_id, str) or not memory_id:
+            raise InvalidInputError("memory_id must be a non-empty string")
+        q = select(MemoryRecord).where(MemoryRecord.id == memory_id)
+        if self.engine.dialect.name == "postgresql":
+            q = q.with_for_update()
+        rec = s.exec(q).first()
+        if rec is None or (user_id is not None and rec.user_id != user_id):
+            raise NotFoundError(f"no memory with id {memory_id!r}")
+        return rec
+
+
+class _ConcurrentDuplicate(Exception):
+    pass
+
+
+OVERLAP_MIN_TEXTS = 8  # smaller batches embed inline: a thread hand-off would cost more than it saves
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _embed_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="memstore-embed")
+        return _pool
+
+
+def _by_text(texts: list[str], future: Future[np.ndarray] | None) -> Callable[[], dict[str, np.ndarray]] | None:
+    """A callable giving text -> vector once the background embedding is done (None when there is none)."""
+    if future is None:
+        return None
+    return lambda: dict(zip(texts, future.result(), strict=True))
+
+
+def _merge_sources(existing: MemoryRecord, item: dict[str, Any]) -> bool:
+    new = [t for t in item.get("source_turn_ids", []) if t not in existing.source_turn_ids]
+    if new:
+        existing.source_turn_ids = [*existing.source_turn_ids, *new]
+        existing.updated_at = utcnow()
+    return bool(new)
