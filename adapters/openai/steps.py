@@ -1,8 +1,9 @@
 """The memory steps of one request, shared by MemoryClient, AsyncMemoryClient and the proxy server.
 
-resolve options -> build context (fail open) -> inject into a copy of the messages -> [model call, done by
-the caller] -> record the turn and check the rules (fail open). All pure or synchronous; the async client
-runs the synchronous steps in a thread.
+resolve options -> retrieve (one step for chat and responses; fail open) -> inject into a copy of the messages
+(or the Responses ``instructions``) -> [model call, done by the caller] -> [enforce_rules: the retry decision,
+``rule_retry``] -> record the turn and check the rules (fail open; ``Exchange``). All pure or synchronous: the
+sync and async clients differ only in how they call the model and run these steps (directly or in a thread).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memstore import metrics
 from memstore.errors import InvalidInputError, MemstoreError
@@ -19,6 +20,9 @@ from memstore.messages import content_text
 from memstore.recall.context import Context
 from memstore.recall.inject import merge_instructions, merge_system
 from memstore.records import StyleRule
+
+if TYPE_CHECKING:
+    from memstore.worker import Worker
 
 log = logging.getLogger("memstore")
 MEMORY_OPTION_KEYS = {"user_id", "namespace", "enabled", "extract", "token_budget"}
@@ -31,10 +35,6 @@ class Options:
     enabled: bool = True
     extract: bool = True
     token_budget: int | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.enabled and bool(self.user_id)
 
 
 @dataclass
@@ -87,41 +87,39 @@ def fail_open(info: MemoryInfo, exc: Exception, strict: bool, step: str) -> None
     log.warning("memstore %s failed, request continues without memory: %s", step, exc)
 
 
-def prepare(mem: Memory, opts: Options, messages: Any, strict: bool) -> tuple[Any, MemoryInfo]:
-    """Retrieves and injects; returns the messages to send (a copy) and the info so far."""
+def retrieve(mem: Memory, opts: Options, messages: Any, strict: bool, *,
+             skip: bool = False) -> tuple[Context | None, MemoryInfo]:
+    """The one retrieval step of chat completions and the Responses API: the context for this conversation
+    (None when memory is off for the request, or failed open), counted and logged the same way for both."""
     metrics.inc("memstore_requests_total")
     info = MemoryInfo(user_id=opts.user_id, namespace=opts.namespace)
-    if not opts.active:
-        return messages, info
+    user = opts.user_id
+    if not (opts.enabled and user) or skip:
+        return None, info
     try:
-        ctx = mem.context(opts.user_id, _plain(messages), opts.namespace,  # type: ignore[arg-type]
-                          token_budget=opts.token_budget)
+        ctx = mem.context(user, _plain(messages), opts.namespace, token_budget=opts.token_budget)
     except Exception as exc:
         fail_open(info, exc, strict, "retrieval")
-        return messages, info
+        return None, info
     info.context, info.memory_ids, info.rule_ids, info.tokens = ctx, ctx.memory_ids, ctx.rule_ids, ctx.tokens
     metrics.inc("memstore_injected_tokens_total", ctx.tokens)
     metrics.inc("memstore_injected_memories_total", len(ctx.memory_ids))
-    log.debug("memstore injected user=%s memories=%s rules=%s tokens=%d", opts.user_id, ctx.memory_ids,
+    log.debug("memstore injected user=%s memories=%s rules=%s tokens=%d", user, ctx.memory_ids,
               ctx.rule_ids, ctx.tokens)
-    return merge_system(messages, ctx.system_block), info
+    return ctx, info
+
+
+def prepare(mem: Memory, opts: Options, messages: Any, strict: bool) -> tuple[Any, MemoryInfo]:
+    """Chat completions: retrieves and injects; returns the messages to send (a copy) and the info so far."""
+    ctx, info = retrieve(mem, opts, messages, strict)
+    return (messages if ctx is None else merge_system(messages, ctx.system_block)), info
 
 
 def prepare_instructions(mem: Memory, opts: Options, instructions: str | None, input_messages: list[dict[str, Any]],
                          strict: bool, skip: bool = False) -> tuple[str | None, MemoryInfo]:
     """Responses API: the block goes into ``instructions`` after the caller's own."""
-    metrics.inc("memstore_requests_total")
-    info = MemoryInfo(user_id=opts.user_id, namespace=opts.namespace)
-    if not opts.active or skip:
-        return instructions, info
-    try:
-        ctx = mem.context(opts.user_id, input_messages, opts.namespace, token_budget=opts.token_budget)  # type: ignore[arg-type]
-    except Exception as exc:
-        fail_open(info, exc, strict, "retrieval")
-        return instructions, info
-    info.context, info.memory_ids, info.rule_ids, info.tokens = ctx, ctx.memory_ids, ctx.rule_ids, ctx.tokens
-    metrics.inc("memstore_injected_tokens_total", ctx.tokens)
-    return merge_instructions(instructions, ctx.system_block), info
+    ctx, info = retrieve(mem, opts, input_messages, strict, skip=skip)
+    return (instructions if ctx is None else merge_instructions(instructions, ctx.system_block)), info
 
 
 def _plain(messages: Any) -> list[dict[str, Any]]:
@@ -163,9 +161,40 @@ def correction_messages(messages: list[Any], draft: str, failed: list[tuple[Styl
     return [*messages, {"role": "system", "content": note}]
 
 
+RuleResults = list[tuple[StyleRule, bool, str]]
+
+
+@dataclass
+class RuleRetry:
+    """enforce_rules: the one corrective retry, decided here for both twins (they only make the call)."""
+
+    rules: list[StyleRule]
+    first: RuleResults   # the draft's checks
+    messages: list[Any]  # the retry request: the same messages plus the broken rules and the draft
+
+    def keep_retry(self, info: MemoryInfo, retry_text: str) -> bool:
+        """True when the retry's reply replaces the draft: it keeps at least as many rules."""
+        info.retried = True
+        second = check_rules(self.rules, retry_text)
+        return sum(ok for _r, ok, _d in second) >= sum(ok for _r, ok, _d in self.first)
+
+
+def rule_retry(info: MemoryInfo, sent: Any, draft: str) -> RuleRetry | None:
+    """The retry to make when the draft breaks a checkable rule of the user's; None when it keeps them all."""
+    rules = info.context.rules if info.context is not None else []
+    if not rules:
+        return None
+    first = check_rules(rules, draft)
+    failed = [r for r in first if not r[1]]
+    if not failed:
+        return None
+    metrics.inc("memstore_rule_retries_total")
+    return RuleRetry(rules, first, correction_messages(list(sent), draft, failed))
+
+
 def finish(mem: Memory, opts: Options, info: MemoryInfo, messages: Any, reply: str, *, response_id: str | None,
            model: str | None, strict: bool, partial: bool = False, check: bool = True,
-           worker: Any = None) -> None:
+           worker: Worker | None = None) -> None:
     """Records the exchange in the outbox and the rule checks; never raises unless ``strict``."""
     if not opts.user_id or not opts.enabled:
         return
@@ -190,3 +219,27 @@ def finish(mem: Memory, opts: Options, info: MemoryInfo, messages: Any, reply: s
                 info.compliance = {r.id: ok for r, ok, _d in results}
         except Exception as exc:
             fail_open(info, exc, strict, "compliance")
+
+
+@dataclass
+class Exchange:
+    """One request after its memory was prepared: what recording it needs, bound once, so a plain reply and a
+    stream's end, chat and responses, sync and async, are all recorded the same way."""
+
+    mem: Memory
+    opts: Options
+    info: MemoryInfo
+    messages: Any  # the conversation as the caller sent it (recorded as the turn)
+    model: str
+    strict: bool
+    worker: Worker | None = None
+
+    def record(self, reply: str, response_id: str | None) -> None:
+        """A finished reply; raises only if ``strict``."""
+        finish(self.mem, self.opts, self.info, self.messages, reply, response_id=response_id, model=self.model,
+               strict=self.strict, worker=self.worker)
+
+    def record_stream(self, reply: str, partial: bool, response_id: str | None) -> None:
+        """A stream's end (the streams' ``on_done``); never raises: the caller already has the reply."""
+        finish(self.mem, self.opts, self.info, self.messages, reply, response_id=response_id, model=self.model,
+               strict=False, partial=partial, worker=self.worker)

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from memstore.errors import InvalidInputError, NotFoundError
 from memstore.records import Feedback, Turn
 from memstore.storage.db import session_scope
-
-if TYPE_CHECKING:
-    from memstore.memory import Memory
 
 
 def _turn(s: Session, response_id: str) -> Turn:
@@ -26,11 +24,11 @@ def _turn(s: Session, response_id: str) -> Turn:
     return turn
 
 
-def rate(mem: Memory, response_id: str, rating: int, comment: str | None = None) -> Feedback:
+def rate(engine: Engine, response_id: str, rating: int, comment: str | None = None) -> Feedback:
     """Stores +1 / -1 for a recorded response."""
     if rating not in (1, -1) or isinstance(rating, bool):
         raise InvalidInputError("rating must be +1 or -1")
-    with session_scope(mem.engine) as s:
+    with session_scope(engine) as s:
         turn = _turn(s, response_id)
         fb = Feedback(user_id=turn.user_id, namespace=turn.namespace, response_id=response_id, rating=rating,
                       comment=comment)
@@ -38,14 +36,14 @@ def rate(mem: Memory, response_id: str, rating: int, comment: str | None = None)
     return fb
 
 
-def compare(mem: Memory, response_id_a: str, response_id_b: str, preferred: str,
+def compare(engine: Engine, response_id_a: str, response_id_b: str, preferred: str,
             comment: str | None = None) -> Feedback:
     """Stores which of two recorded responses to the same prompt the person preferred."""
     if preferred not in (response_id_a, response_id_b):
         raise InvalidInputError("preferred must be one of the two response ids")
     if response_id_a == response_id_b:
         raise InvalidInputError("compare needs two different responses")
-    with session_scope(mem.engine) as s:
+    with session_scope(engine) as s:
         a, b = _turn(s, response_id_a), _turn(s, response_id_b)
         if (a.user_id, a.namespace) != (b.user_id, b.namespace):
             raise InvalidInputError("the two responses belong to different users")
@@ -59,12 +57,12 @@ def _prompt(turn: Turn) -> list[dict[str, Any]]:
     return [m for m in turn.messages if m.get("role") in ("system", "developer", "user", "assistant")]
 
 
-def dpo_pairs(mem: Memory, user_id: str | None = None) -> Iterator[dict[str, Any]]:
+def dpo_pairs(engine: Engine, user_id: str | None = None) -> Iterator[dict[str, Any]]:
     """Preference pairs in OpenAI's preference fine-tuning format:
     {"input": {"messages": [...]}, "preferred_output": [{"role": "assistant", "content": ...}],
      "non_preferred_output": [{"role": "assistant", "content": ...}]}
     from comparisons, and from a +1 and a -1 rating of replies to the same prompt."""
-    with Session(mem.engine) as s:
+    with Session(engine) as s:
         q = select(Feedback).order_by(col(Feedback.created_at))
         if user_id is not None:
             q = q.where(Feedback.user_id == user_id)
