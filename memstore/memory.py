@@ -234,10 +234,14 @@ class Memory:
         check_scope(user_id, namespace if namespace is not None else "default")
         return portability.export_user(self.engine, user_id, namespace)
 
-    def import_(self, data: dict[str, Any] | str | Path) -> dict[str, int]:
-        """Restores an export (a dict, a JSON string or a file path). Existing records are kept."""
-        result = portability.import_data(self.engine, data)
-        self.store.repair_index()
+    def import_(self, data: dict[str, Any] | str | Path, *, dry_run: bool = False) -> dict[str, int]:
+        """Restores an export (a dict, a JSON string or a file path), all or nothing, every row checked as the
+        write path that made it would check it and kept inside its own scope. Existing records are kept.
+        ``dry_run``: check and count what would be written; write nothing."""
+        result = portability.import_data(self.engine, data, dry_run=dry_run,
+                                         limits=portability.ImportLimits.from_config(self.config))
+        if not dry_run:
+            self.store.repair_index()
         return result
 
     def reindex(self, progress: Any = None) -> int:

@@ -12,13 +12,17 @@ where the format has one: the Luhn check for card numbers, ISO 7064 mod-97 for I
 
 from __future__ import annotations
 
+import base64
 import bisect
+import functools
+import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["PLACEHOLDERS", "Finding", "iban_valid", "luhn_valid", "redact", "redact_messages"]
+__all__ = ["PLACEHOLDERS", "Finding", "bip39_valid", "find_secrets", "iban_valid", "luhn_valid", "redact",
+           "redact_messages"]
 
 PLACEHOLDERS = {
     "private key": "[redacted private key]",
@@ -31,6 +35,8 @@ PLACEHOLDERS = {
     "iban": "[redacted iban]",
     "ssn": "[redacted ssn]",
     "account number": "[redacted account number]",
+    "seed phrase": "[redacted seed phrase]",
+    "passport number": "[redacted passport number]",
 }
 
 
@@ -108,8 +114,10 @@ _PASSWORD_FILLER = frozenset(
 
 
 def _looks_like_password(value: str) -> bool:
+    if value.lstrip("\"'`“”‘’(").startswith("[redacted"):  # a placeholder: redacting twice changes nothing
+        return False
     v = value.strip("\"'`“”‘’.,;:!?()[]{}<>")
-    if len(v) < 3 or v.startswith("[redacted"):
+    if len(v) < 3:
         return False
     return v.lower() not in _PASSWORD_FILLER
 
@@ -138,6 +146,27 @@ _PASSWORD_LEAD = (
 def _token_like(value: str) -> bool:
     """A credential value: long enough and mixing letters and digits (not an English word)."""
     return len(value) >= 12 and bool(re.search(r"\d", value)) and bool(re.search(r"[A-Za-z]", value))
+
+
+def _basic_credentials(value: str) -> bool:
+    """HTTP Basic credentials: base64 of "user:password" in printable text."""
+    try:
+        decoded = base64.b64decode(value + "=" * (-len(value) % 4), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return ":" in decoded and decoded.isprintable()
+
+
+def _login_password(value: str) -> bool:
+    """The password of "login is jdoe / hunter1234": a word with a digit or a symbol, not a placeholder."""
+    return _looks_like_password(value) and bool(re.search(r"[\d\W_]", value))
+
+
+_PW_WORD = r"(?:and[ \t]+)?(?:the[ \t]+|my[ \t]+)?(?:password|pass|pw|pwd)[ \t]*(?:is|:|=)?[ \t]*"
+
+
+def _passport(value: str) -> bool:
+    return sum(c.isdigit() for c in value) >= 4
 
 
 _DIGIT = "0123456789"
@@ -173,6 +202,25 @@ _RULES: list[_Rule] = [
     _rule("api key", _B + r"ya29\.[0-9A-Za-z_-]{20,2000}" + _E, needles=("ya29.",)),
     _rule("api key", _B + r"(?:hf_[A-Za-z0-9]{30,60}|npm_[A-Za-z0-9]{36}|pypi-[A-Za-z0-9_-]{50,300})" + _E,
           needles=("hf_", "npm_", "pypi-")),
+    # literal first, boundary after: the regex engine then skips ahead to the literal (a leading look-behind
+    # makes it try every position)
+    _rule("api key", r"SG\.(?<![A-Za-z0-9_-]SG\.)[A-Za-z0-9_-]{16,32}\.[A-Za-z0-9_-]{30,64}" + _E,
+          needles=("sg.",)),  # SendGrid
+    _rule("api key", r"SK(?<![A-Za-z0-9]SK)[0-9a-fA-F]{32}(?![A-Za-z0-9])", needles=("sk",)),  # Twilio API key
+    _rule("api key", r"(?<![A-Za-z0-9_:-])\d{8,10}:AA[A-Za-z0-9_-]{33}" + _E, needles=(":aa",)),  # Telegram
+    _rule("api key", _B + r"(?:gsk_[A-Za-z0-9]{40,60}|r8_[A-Za-z0-9]{30,45}|pplx-[A-Za-z0-9]{40,60}|"
+          r"xai-[A-Za-z0-9]{60,90}|dop_v1_[a-f0-9]{64}|dckr_pat_[A-Za-z0-9_-]{20,40})" + _E,
+          needles=("gsk_", "r8_", "pplx-", "xai-", "dop_v1_", "dckr_pat_")),
+    # Azure storage / Service Bus / Event Hubs connection strings, SAS signatures
+    _rule("api key", r"(?i)\b(?:AccountKey|SharedAccessKey|SharedSecretValue)\s*=\s*([A-Za-z0-9+/]{20,200}={0,2})",
+          group=1, needles=("accountkey", "sharedaccesskey", "sharedsecretvalue")),
+    _rule("api key", r"[?&]sig=([A-Za-z0-9%+/]{20,200}(?:%3D|=){0,2})", group=1, needles=("sig=",)),
+    # user:password@ in URLs and connection strings (postgres://, mysql://, mongodb+srv://, redis://, amqp://, ...)
+    _rule("password", r"(?i)\b[a-z][a-z0-9+.-]{1,30}://[^\s:/?#@\[\]]{1,200}:([^\s/]{1,200})@[\w.\[-]",
+          group=1, check=lambda v: not v.startswith("[redacted"), needles=("://",)),
+    # Authorization: Basic base64(user:password)
+    _rule("bearer token", r"(?i)\bbasic\s+([A-Za-z0-9+/]{8,1000}={0,2})(?![A-Za-z0-9+/=])", group=1,
+          check=_basic_credentials, needles=("basic",)),
     # tokens
     _rule("jwt", _B + r"eyJ[A-Za-z0-9_-]{5,4000}\.eyJ[A-Za-z0-9_-]{5,8000}\.[A-Za-z0-9_-]{0,4000}" + _E,
           needles=("eyj",)),
@@ -186,6 +234,15 @@ _RULES: list[_Rule] = [
     _rule("password", _PASSWORD_LEAD + r"[\"'`“‘]([^\"'`”’\n]{1,200})[\"'`”’]", group=1, needles=_PASSWORD_WORDS),
     _rule("password", _PASSWORD_LEAD + r"([^\s\"'`”’]{1,200})", group=1, check=_looks_like_password,
           needles=_PASSWORD_WORDS),
+    # "my login is jdoe / hunter1234", "username: jdoe, pw: hunter1234"
+    # (the user name is taken whole, and a separator or a password word must follow it)
+    _rule("password", r"(?i)\b(?:login|log-in|username|user name|user id|userid|credentials|creds)[ \t]*"
+          r"(?:is|are|:|=)?[ \t]*[^\s/:|,;]{1,100}(?![^\s/:|,;])[ \t]*(?:(?:/|:|\||,|;)[ \t]*(?:" + _PW_WORD +
+          r")?|" + _PW_WORD + r")([^\s\"'`]{3,100})", group=1, check=_login_password,
+          needles=("login", "log-in", "user", "creds", "credentials")),
+    _rule("passport number", r"(?i)\b(?:passport|reisepass|passeport|pasaporte)(?:\s+(?:number|no\.?|num|#|id))?"
+          r"\s*(?:is|was|=|:|#)?\s*([A-Z0-9]{6,9})(?![A-Za-z0-9])", group=1, check=_passport,
+          needles=("passport", "reisepass", "passeport", "pasaporte")),
     _rule("pin", r"(?i)\b(?:pin|pin code|pin number|security code|cvv|cvc|cvv2)\b(?:\s+(?:for|to|of|on)\s+"
           r"(?:my\s+|the\s+)?[\w'-]{1,30}(?:\s+card)?)?\s*(?:is|was|=|:|#)?\s*(\d{3,8})(?!\d)", group=1,
           needles=("pin", "security code", "cvv", "cvc")),
@@ -199,6 +256,8 @@ _RULES: list[_Rule] = [
           r"a/c)(?:\s+(?:number|no\.?|num|#))?\s*(?:is|was|=|:|#)?\s*(\d[\d -]{4,30}\d)(?!\d)", group=1,
           check=lambda v: len(re.sub(r"\D", "", v)) >= 6, needles=("account", "acct", "routing", "sort code", "a/c")),
 ]
+
+_NEEDLES = sorted({n for *_rest, needles in _RULES if needles != _DIGIT for n in needles})
 
 # IBANs: found on an ASCII-uppercased copy (same length), grouped or not, then shrunk until valid.
 _IBAN = re.compile(r"(?<![A-Z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{1,4}){3,8}(?![A-Z0-9])")
@@ -224,16 +283,95 @@ def _iban_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+# BIP39 seed phrases: 12-24 words of the BIP39 English list (via `mnemonic`, Trezor's reference implementation).
+# A run whose words pass the BIP39 checksum is a phrase; without the checksum (a typo, a shortened phrase) a run of
+# 12+ list words is one only after a cue ("seed", "recovery phrase", "mnemonic", "wallet").
+_SEED_RUN = re.compile(r"(?<![A-Za-z])(?:[A-Za-z]{3,8}[\s,;.\-\d)(]{1,6}){11,}[A-Za-z]{3,8}(?![A-Za-z])")
+_SEED_WORD = re.compile(r"[A-Za-z]+")
+_SEED_CUE = re.compile(r"(?i)\b(?:seed|mnemonic|recovery|backup phrase|secret phrase|secret words|wallet)")
+_SEED_LENGTHS = (24, 21, 18, 15, 12)
+
+
+@functools.cache
+def _bip39_index() -> dict[str, int]:
+    from mnemonic import Mnemonic
+
+    return {w: i for i, w in enumerate(Mnemonic("english").wordlist)}
+
+
+def bip39_valid(words: list[str]) -> bool:
+    """The BIP39 checksum of a 12-24 word phrase (the last bits are the start of SHA-256 of the entropy)."""
+    index = _bip39_index()
+    if len(words) not in _SEED_LENGTHS or any(w not in index for w in words):
+        return False
+    bits = "".join(f"{index[w]:011b}" for w in words)
+    n = len(bits) * 32 // 33
+    digest = hashlib.sha256(int(bits[:n], 2).to_bytes(n // 8, "big")).digest()
+    return bits[n:] == f"{int.from_bytes(digest, 'big'):0256b}"[:len(bits) - n]
+
+
+def _may_hold_seed(text: str) -> bool:
+    """12 list words in a row, numbering and punctuation aside: a cheap pre-check (str.split and a set lookup
+    per word cost a fraction of running the run regex over every message)."""
+    index = _bip39_index()
+    flags = "".join(("1" if w in index else "0") if w else ""
+                    for w in (t.strip(_SEED_STRIP) for t in text.lower().split()))
+    return "111111111111" in flags
+
+
+_SEED_STRIP = ",;.:()-0123456789"
+
+
+def _seed_spans(text: str) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    if not _may_hold_seed(text):
+        return spans
+    index = _bip39_index()
+    for cand in _SEED_RUN.finditer(text):
+        run: list[re.Match[str]] = []
+        for m in [*_SEED_WORD.finditer(cand.group(0)), None]:
+            if m is not None and m.group(0).lower() in index:
+                run.append(m)
+                continue
+            if len(run) >= 12:
+                spans.extend(_seed_run_spans(text, cand.start(), run))
+            run = []
+    return spans
+
+
+_SEED_MAX_RUN = 64  # a longer run of list words is prose or a word list, not a phrase (and bounds the work)
+
+
+def _seed_run_spans(text: str, offset: int, run: list[re.Match[str]]) -> list[tuple[int, int]]:
+    if len(run) > _SEED_MAX_RUN:
+        return []
+    words = [m.group(0).lower() for m in run]
+    found, i = [], 0
+    while i < len(words):
+        for n in _SEED_LENGTHS:
+            if i + n <= len(words) and bip39_valid(words[i:i + n]):
+                found.append((offset + run[i].start(), offset + run[i + n - 1].end()))
+                i += n
+                break
+        else:
+            i += 1
+    start = offset + run[0].start()
+    if not found and _SEED_CUE.search(text, max(0, start - 80), start):
+        found.append((start, offset + run[-1].end()))
+    return found
+
+
 def find_secrets(text: str) -> list[Finding]:
     """Every secret in ``text``, left to right, without overlaps (the earlier rule wins a tie)."""
     found: list[tuple[int, int, int, str]] = []  # (start, -length, priority, kind)
     lower = text.lower()
     has_digit = _ANY_DIGIT.search(text) is not None
+    present = {n for n in _NEEDLES if n in lower}  # each literal tested once, not once per rule naming it
     for prio, (kind, pattern, group, check, needles) in enumerate(_RULES):
         if needles == _DIGIT:
             if not has_digit:
                 continue
-        elif needles and not any(n in lower for n in needles):
+        elif needles and present.isdisjoint(needles):
             continue
         for m in pattern.finditer(text):
             start, end = m.span(group)
@@ -244,6 +382,8 @@ def find_secrets(text: str) -> list[Finding]:
             found.append((start, -(end - start), prio, kind))
     for start, end in _iban_spans(text) if has_digit else ():
         found.append((start, -(end - start), len(_RULES), "iban"))
+    for start, end in _seed_spans(text) if len(text) >= 47 else ():
+        found.append((start, -(end - start), len(_RULES) + 1, "seed phrase"))
     found.sort(key=lambda f: (f[2], f[0]))
     starts: list[int] = []   # the kept spans, sorted and disjoint: an overlap test is two neighbours
     kept: list[Finding] = []

@@ -149,17 +149,25 @@ def export(
 
 def import_(
     file: Annotated[str, typer.Argument(metavar="FILE", help="An export file ('-' reads stdin).", show_default=False)],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the file and show what would be imported; "
+                                          "write nothing.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Restore an export. All or nothing: a corrupted file changes nothing. Records that exist are kept."""
     from memstore import portability
 
+    limit = portability.MAX_IMPORT_BYTES
     if file == "-":
-        raw = sys.stdin.read()
+        raw = sys.stdin.read(limit + 1)
+        if len(raw) > limit:
+            fail(f"stdin is larger than the import limit of {limit:,} bytes (MAX_IMPORT_BYTES); nothing imported")
     else:
         path = Path(file)
         if not path.is_file():
             fail(f"no such file: {file}")
+        if path.stat().st_size > limit:
+            fail(f"{file} is {path.stat().st_size:,} bytes, over the import limit of {limit:,} bytes "
+                 "(MAX_IMPORT_BYTES); nothing imported")
         try:
             raw = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -169,21 +177,24 @@ def import_(
     if not raw.lstrip().startswith("{"):
         fail("not a memstore export: it is not a JSON object; nothing imported")
     mem = open_memory(write=True)
-    with status("Checking and writing the records…"):
+    with status("Checking the records…" if dry_run else "Checking and writing the records…"):
         try:
-            counts = portability.import_data(mem.engine, raw)
+            counts = portability.import_data(mem.engine, raw, dry_run=dry_run,
+                                             limits=portability.ImportLimits.from_config(mem.config))
         except Exception as exc:
             from memstore.errors import MemstoreError
 
             if isinstance(exc, MemstoreError):
                 raise type(exc)(f"{exc}; nothing was imported") from exc
             raise
-    _index_with_progress(mem, "Indexing the imported memories")
+    if not dry_run:
+        _index_with_progress(mem, "Indexing the imported memories")
     if as_json:
         print_json(counts)
         return
     added = {k: v for k, v in counts.items() if v}
-    console().print(f"Imported {_describe(added)}" + ("." if added else " (everything was already there)."))
+    verb = "Would import" if dry_run else "Imported"
+    console().print(f"{verb} {_describe(added)}" + ("." if added else " (everything is already there)."))
 
 
 def _unindexed(mem: Memory) -> int:
