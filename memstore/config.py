@@ -50,7 +50,7 @@ class MemoryConfig(BaseModel):
     search_limit: int = 8
     recency_weight: float = 0.1
     dense_weight: float = 1.0
-    lexical_weight: float = 1.0
+    lexical_weight: float = 0.5
 
     auto_accept_rules: bool = True
     max_instruction_chars: int = 1500

@@ -8,6 +8,8 @@ worker crashed expires after its lease and is claimed again; failed turns are re
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Iterable
 from datetime import timedelta
@@ -17,6 +19,7 @@ from sqlalchemy import Engine, func, or_, update
 from sqlmodel import Session, col, select
 
 from memstore.errors import InvalidInputError, NotFoundError
+from memstore.messages import content_text
 from memstore.records import Turn, utcnow
 from memstore.storage.db import session_scope
 
@@ -46,9 +49,12 @@ class Outbox:
             from memstore.redact import redact_messages, redact_text
 
             messages, response = redact_messages(messages), redact_text(response)
+        meta = {"mode": mode, **(meta or {})}
+        if mode == "chat" and "conversation" not in meta:
+            meta.update(thread_of(messages))
         turn = Turn(user_id=user_id, namespace=namespace, messages=messages, response=response,
                     response_id=response_id, model=model, extract=extract, status=status if extract else "skipped",
-                    meta={"mode": mode, **(meta or {})})
+                    meta=meta)
         if turn.status == "processing":
             turn.claimed_by, turn.claimed_at = f"inline-{os.getpid()}", utcnow()
         with session_scope(self.engine) as s:
@@ -150,3 +156,21 @@ class Outbox:
         if turn is None:
             raise NotFoundError(f"no turn with id {turn_id!r}")
         return turn
+
+
+def thread_of(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which chat a request belongs to, and where in it: the chat completions API has no conversation id, but
+    every request of one chat repeats its opening messages. ``conversation`` is a hash of the first user
+    message (with the system prompt before it); ``position`` counts the user messages so far. Memories
+    extracted from the turn carry both, so retrieval knows which memories came from adjacent turns."""
+    first = next((i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"), None)
+    if first is None:
+        return {}
+    try:
+        opening = [(m.get("role"), content_text(m.get("content"))) for m in messages[:first + 1]
+                   if m.get("role") in ("system", "developer", "user")]
+    except Exception:  # content the request path let through but that has no text: no thread, still recorded
+        return {}
+    digest = hashlib.sha256(json.dumps(opening, ensure_ascii=False).encode("utf-8")).hexdigest()[:20]
+    return {"conversation": f"chat-{digest}",
+            "position": sum(1 for m in messages if isinstance(m, dict) and m.get("role") == "user") - 1}

@@ -61,6 +61,7 @@ class MemoryRecord(SQLModel, table=True):
         UniqueConstraint("user_id", "namespace", "content_hash", name="uq_memory_scope_hash"),
         Index("ix_memories_scope_valid", "user_id", "namespace", "invalid_at"),
         Index("ix_memories_scope_pinned", "user_id", "namespace", "pinned", "created_at"),
+        Index("ix_memories_scope_conversation", "user_id", "namespace", "conversation", "position"),
     )
 
     pk: int | None = Field(default=None, primary_key=True)
@@ -82,6 +83,11 @@ class MemoryRecord(SQLModel, table=True):
     superseded_by: str | None = None
     content_hash: str = Field(default="", max_length=64)
     indexed: bool = Field(default=False, index=True)
+    # where it came from: the conversation (a chat thread or session), the memory's place in it, who said it.
+    # Retrieval uses them for context views, neighbours and names (memstore.recall.search).
+    conversation: str | None = Field(default=None, max_length=256)
+    position: int | None = None
+    speaker: str | None = Field(default=None, max_length=256)
 
     @property
     def is_valid(self) -> bool:

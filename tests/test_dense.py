@@ -20,7 +20,7 @@ from memstore import metrics
 from memstore.config import MemoryConfig
 from memstore.memory import Memory
 from memstore.storage.embed import HashEmbedder
-from memstore.storage.scope_cache import ScopeVectorCache
+from memstore.storage.scope_cache import ROW_OVERHEAD_BYTES, ScopeVectorCache
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ["I play the cello in an orchestra", "I grow tomatoes on my balcony", "My daughter Emma was born in 2021",
@@ -141,7 +141,7 @@ def test_the_byte_budget_evicts_least_recently_used_scopes(new_config) -> None:
     mem = _mem(new_config())
     for u in ("u1", "u2", "u3"):
         mem.add([{"role": "user", "content": f"{u}: {t}"} for t in TEXTS], user_id=u, infer=False)
-    one_scope = 8 * (64 * 4 + 120)
+    one_scope = 8 * (64 * 4 + ROW_OVERHEAD_BYTES)
     cache = ScopeVectorCache(mem.engine, mem.store.index, max_bytes=2 * one_scope)
     q = HashEmbedder(64).embed(["cello"])[0]
     for u in ("u1", "u2", "u3"):

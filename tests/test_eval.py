@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from memstore.cli.eval import bench_app, eval_app
 from memstore.eval import locomo, prefeval
-from memstore.eval.retrieval import date_match, named_speakers, query_dates, strip_names
+from memstore.recall.query import date_match, named_people, query_dates, strip_names
 from memstore.storage.embed import HashEmbedder
 
 # ---- LoCoMo ---------------------------------------------------------------------------------------
@@ -104,7 +104,7 @@ def test_parse_conversation_normalises_evidence() -> None:
     assert locomo.turn_text(conv.turns[3], keyed=False) == "Nice, music is fun. [shares a photo of a cello]"
 
 
-@pytest.mark.parametrize("retriever", ["plus", "library"])
+@pytest.mark.parametrize("retriever", ["library", "rrf"])
 def test_run_locomo_raw_scores_exactly(locomo_file: Path, tmp_path: Path, retriever: str) -> None:
     result = locomo.run_locomo(locomo_file, mode="raw", ks=[1, 50], retrievers=[retriever],
                                store=tmp_path / "store", show_progress=False, embedder=HashEmbedder())
@@ -122,6 +122,10 @@ def test_run_locomo_raw_scores_exactly(locomo_file: Path, tmp_path: Path, retrie
     assert agg["per_category"]["2 temporal"]["recall@1"] == 100.0
     assert agg["tokens_per_question"]["@1"] > 0
     assert "tune" not in res  # one conversation: no split
+    if retriever == "library":  # what the model sees: the block Memory.context builds, within its budget
+        assert 0 < agg["in_block"]["recall"] <= 100 and 0 < agg["in_block"]["tokens"] <= 800
+    else:
+        assert "in_block" not in agg
 
 
 def test_run_locomo_extract_maps_sources_to_turns(locomo_file: Path, tmp_path: Path) -> None:
@@ -148,7 +152,8 @@ def test_query_analysis() -> None:
     assert date_match([(None, 6, None)], datetime(2023, 6, 20)) == 1.0
     assert date_match([(None, 6, None)], datetime(2023, 7, 2)) == 0.5
     assert date_match([(2022, 6, None)], datetime(2023, 6, 2)) == 0.0
-    assert named_speakers("What did Caroline research?", ["Caroline", "Melanie"]) == ["Caroline"]
+    assert named_people("What did Caroline research?", ["Caroline", "Melanie"]) == ["Caroline"]
+    assert named_people("What did Ana say?", ["Ana Lima"]) == ["Ana Lima"]  # a first name names the person
     assert strip_names("What is Caroline's identity?", ["Caroline"]) == "What is identity?"
 
 
@@ -311,8 +316,9 @@ def test_benchmarks_doc_quotes_the_result_files() -> None:
             for k in (5, 10, 25):
                 value = f"{res[split]['overall'][f'recall@{k}']:.1f}"
                 assert value in doc, (name, split, k, value)
-    plus = keyed["retrievers"]["plus"]["all"]
-    for cat, block in plus["per_category"].items():
+    library = keyed["retrievers"]["library"]["all"]
+    assert f"**{library['in_block']['recall']:.1f}%**" in doc
+    for cat, block in library["per_category"].items():
         assert f"| {cat} | {block['n']} | {block['recall@5']:.1f} | {block['recall@10']:.1f} |" in doc, cat
     pe = json.loads((root / "results" / "prefeval_rules.json").read_text())
     for n, r in pe["distractors"].items():

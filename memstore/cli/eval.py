@@ -50,9 +50,9 @@ def locomo_cmd(
     more_k: list[int] = typer.Argument(None, hidden=True),
     retriever: list[str] = typer.Option(
         None, "--retriever", "-r",
-        help="library (Memory.search, no_recency) or a PLUS_PRESETS step: rrf, score, context, neighbours, "
-             "speakers, plus (raw mode only). Repeat to compare several on one ingested store. "
-             "Default: plus in raw mode, library in extract mode."),
+        help="library (what Memory.search, MemoryClient and serve use: the default) or a search preset, for "
+             "ablations: rrf, score, context, neighbours, names, no_recency, dense, lexical, hybrid. Repeat to "
+             "compare several on one ingested store."),
     text: str = typer.Option("keyed", "--text", help="raw mode: keyed ('Speaker (date): text') or plain."),
     conversations: str = typer.Option(None, "--conversations", help="Subset, e.g. '0-2' or '0,3'."),
     held_out_from: int = typer.Option(3, "--held-out-from",
@@ -71,15 +71,16 @@ def locomo_cmd(
     offline_env()
     from memstore.config import MemoryConfig
     from memstore.eval.common import write_json
-    from memstore.eval.locomo import print_report, run_locomo
+    from memstore.eval.locomo import check_retrievers, print_report, run_locomo
 
     if mode not in ("raw", "extract"):
         raise typer.BadParameter("raw or extract", param_hint="--mode")
     if text not in ("keyed", "plain"):
         raise typer.BadParameter("keyed or plain", param_hint="--text")
-    retriever = retriever or (["plus"] if mode == "raw" else ["library"])
-    if mode == "extract" and any(r != "library" for r in retriever):
-        raise typer.BadParameter("extract mode uses the library retriever", param_hint="--retriever")
+    try:
+        retriever = check_retrievers(retriever or ["library"])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--retriever") from exc
     cfg = MemoryConfig(extractor=extractor) if extractor else MemoryConfig()
     result = run_locomo(data, mode=mode, ks=_ks(k, more_k), retrievers=retriever, text=text,
                         conversations=_indices(conversations), held_out_from=held_out_from, store=store,

@@ -188,24 +188,31 @@ def aggregate(rows: Sequence[Mapping[str, Any]], ks: Sequence[int]) -> dict[str,
     lat = [r["latency_s"] for r in rows if "latency_s" in r]
     if lat:
         result["search_latency"] = summary_ms(lat)
+    blocks = [r for r in rows if r.get("in_block") is not None]
+    if blocks:  # what a model sees: evidence inside the block Memory.context builds at the default budget
+        result["in_block"] = {"recall": round(100 * sum(r["in_block"] for r in blocks) / len(blocks), 2),
+                              "tokens": round(sum(r["block_tokens"] for r in blocks) / len(blocks), 1)}
     return result
 
 
 # ---- ingestion --------------------------------------------------------------------------------------
 
 def ingest_raw(mem: Memory, conv: Conversation, keyed: bool = True, namespace: str = NAMESPACE) -> int:
-    """One memory per turn, in one batch (one embedding call)."""
+    """One memory per turn, in one batch (one embedding call), each with where it came from: the session as
+    its conversation, the turn's place in it, and its speaker."""
     items = [{
         "text": turn_text(t, keyed), "kind": "event", "valid_from": t.date, "source_turn_ids": [t.dia_id],
-        "meta": {"dia_id": t.dia_id, "speaker": t.speaker, "session": t.session, "turn": t.index},
+        "conversation": f"session-{t.session}", "position": t.index, "speaker": t.speaker,
+        "meta": {"dia_id": t.dia_id},
     } for t in conv.turns]
     ops = mem.store.add_many(conv.sample_id, namespace, items, actor="import")
     return sum(1 for o in ops if o.event == "ADD")
 
 
 def ingest_extract(mem: Memory, conv: Conversation, namespace: str = NAMESPACE) -> dict[str, str]:
-    """Every turn through the configured extractor, one scope per speaker (user_id "conv:speaker").
-    Returns outbox turn id -> dia_id."""
+    """Every turn through the configured extractor, one scope per speaker (user_id "conv:speaker"), each turn
+    recorded with its session, place and speaker so that its memories carry them. Returns outbox turn id ->
+    dia_id."""
     from memstore.records import Turn as OutboxTurn
     from memstore.storage.db import session_scope
     from memstore.worker import drain
@@ -216,7 +223,9 @@ def ingest_extract(mem: Memory, conv: Conversation, namespace: str = NAMESPACE) 
             body = t.text if not t.caption else f"{t.text} [shares {t.caption}]"
             row = OutboxTurn(user_id=speaker_scope(conv, t.speaker), namespace=namespace,
                              messages=[{"role": "user", "content": body}], response="",
-                             status="pending", meta={"mode": "add", "dia_id": t.dia_id},
+                             status="pending", meta={"mode": "add", "dia_id": t.dia_id,
+                                                     "conversation": f"session-{t.session}", "position": t.index,
+                                                     "speaker": t.speaker},
                              **({"created_at": t.date} if t.date else {}))
             s.add(row)
             mapping[row.id] = t.dia_id
@@ -233,31 +242,32 @@ def speaker_scope(conv: Conversation, speaker: str) -> str:
 Searcher = Callable[[str, Conversation, int], "list[MemoryHit]"]
 
 
-def make_searcher(mem: Memory, retriever: str, mode: str, namespace: str = NAMESPACE) -> Searcher:
-    """``retriever``: "library" (Memory.search, preset no_recency) or a PLUS_PRESETS name."""
-    from memstore.eval.retrieval import PLUS_PRESETS, ConversationRetriever, named_speakers
+def check_retrievers(retrievers: Sequence[str]) -> list[str]:
+    """The retriever names, checked before any ingest: "library" (what Memory.search, MemoryClient and
+    ``serve`` use) or a search preset (memstore.recall.search.PRESETS: the ablations)."""
+    from memstore.recall.search import PRESETS
 
-    plus = ConversationRetriever(mem, retriever) if retriever != "library" else None
-    if retriever != "library" and retriever not in PLUS_PRESETS:
-        raise ValueError(f"unknown retriever {retriever!r}")
+    names = list(dict.fromkeys(retrievers)) or ["library"]
+    bad = [r for r in names if r != "library" and r not in PRESETS]
+    if bad:
+        raise ValueError(f"unknown retriever {', '.join(map(repr, bad))}: use library or one of "
+                         f"{', '.join(sorted(PRESETS))}")
+    return names
+
+
+def make_searcher(mem: Memory, retriever: str, mode: str, namespace: str = NAMESPACE) -> Searcher:
+    """``retriever``: "library" (Memory.search with the configured settings) or a search preset name. In
+    extract mode each speaker has a scope; the question goes to both and the hits are merged by score."""
+    settings = None if retriever == "library" else check_retrievers([retriever])[0]
 
     def one(query: str, user_id: str, limit: int) -> list[MemoryHit]:
-        if plus is not None:
-            return plus.search(query, user_id, namespace, limit)
-        return mem.search(query, user_id, namespace, limit=limit, settings="no_recency")
+        return mem.search(query, user_id, namespace, limit=limit, settings=settings)
 
     if mode == "raw":
         return lambda q, conv, limit: one(q, conv.sample_id, limit)
 
     def merged(q: str, conv: Conversation, limit: int) -> list[MemoryHit]:
-        hits: list[MemoryHit] = []
-        named = named_speakers(q, conv.speakers)
-        for sp in conv.speakers:
-            part = one(q, speaker_scope(conv, sp), limit)
-            if len(named) == 1 and sp == named[0] and part:
-                best = max(h.score for h in part)
-                part = [h.model_copy(update={"score": h.score + 0.2 * best}) for h in part]
-            hits.extend(part)
+        hits = [h for sp in conv.speakers for h in one(q, speaker_scope(conv, sp), limit)]
         hits.sort(key=lambda h: h.score, reverse=True)
         return hits[:limit]
 
@@ -268,7 +278,7 @@ def run_locomo(
     data: str | Path,
     mode: str = "raw",
     ks: Sequence[int] = DEFAULT_KS,
-    retrievers: Sequence[str] = ("plus",),
+    retrievers: Sequence[str] = ("library",),
     text: str = "keyed",
     conversations: Sequence[int] | None = None,
     held_out_from: int | None = 3,
@@ -285,9 +295,9 @@ def run_locomo(
 
     if mode not in ("raw", "extract"):
         raise ValueError("mode must be raw or extract")
-    if mode == "extract" and any(r != "library" for r in retrievers):
-        raise ValueError("extract mode searches with the library retriever only: extracted memories carry no "
-                         "speaker / session / turn keys for the conversation-aware signals")
+    if text not in ("keyed", "plain"):
+        raise ValueError("text must be keyed or plain")
+    retrievers = check_retrievers(retrievers)
     ks = sorted(set(int(k) for k in ks))
     convs = load_locomo(data)
     chosen = list(range(len(convs))) if conversations is None else [i for i in conversations if i < len(convs)]
@@ -308,15 +318,6 @@ def run_locomo(
             else:
                 mappings[i] = ingest_extract(mem, convs[i])
             bar.advance(task)
-        needs_context = any(r != "library" for r in retrievers) and mode == "raw"
-        if needs_context:
-            from memstore.eval.retrieval import ConversationRetriever
-
-            indexer = ConversationRetriever(mem)
-            ctask = bar.add_task("context vectors", total=len(chosen))
-            for i in chosen:
-                indexer.index_context(convs[i].sample_id, NAMESPACE)
-                bar.advance(ctask)
         ingest_s = time.perf_counter() - t_ingest
         memories = {i: _memory_count(mem, convs[i], mode) for i in chosen}
         results: dict[str, Any] = {}
@@ -332,7 +333,12 @@ def run_locomo(
                     hits = searcher(q.text, conv, max(ks))
                     latency = time.perf_counter() - t0
                     srcs = [_dia_sources(h, mappings.get(i)) for h in hits]
-                    rows.append({
+                    block: dict[str, Any] = {}
+                    if retriever == "library" and mode == "raw":
+                        ctx = mem.context(conv.sample_id, q.text, NAMESPACE)
+                        seen = [s for h in ctx.memories for s in _dia_sources(h, None)]
+                        block = {"in_block": recall_at_k([seen], q.evidence, 1), "block_tokens": ctx.tokens}
+                    rows.append({**block,
                         "conversation": conv.sample_id, "conv_index": i, "category": q.category,
                         "question": q.text, "evidence": q.evidence,
                         "recall": {k: recall_at_k(srcs, q.evidence, k) for k in ks},
@@ -422,4 +428,7 @@ def print_report(result: Mapping[str, Any], out: Any = None) -> None:
         tok = allb.get("tokens_per_question", {})
         out.print(f"search latency p50 {lat.get('p50_ms', 0):.1f} ms, p95 {lat.get('p95_ms', 0):.1f} ms; "
                   "injected tokens per question " + ", ".join(f"{k} {v}" for k, v in tok.items()))
+        if "in_block" in allb:
+            out.print(f"evidence inside the block Memory.context injects (default budget): "
+                      f"{allb['in_block']['recall']:.1f}% at {allb['in_block']['tokens']:.0f} tokens per question")
     print_env(result["environment"], out)

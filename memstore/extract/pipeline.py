@@ -20,6 +20,7 @@ from memstore.messages import content_text
 from memstore.outbox import Outbox
 from memstore.recall.search import Retriever
 from memstore.records import MemoryOp, Turn
+from memstore.storage.db import provenance_from_meta
 from memstore.storage.store import MemoryStore
 
 log = logging.getLogger("memstore")
@@ -152,4 +153,5 @@ class Extraction:
         from memstore.extract.reconcile import apply
 
         return apply(store, rules, result, handles, rule_handles, [t.id for t in turns], [v.user for v in views],
-                     extractor.name, [t.meta.get("metadata") or {} for t in turns])
+                     extractor.name, [t.meta.get("metadata") or {} for t in turns],
+                     [provenance_from_meta(t.meta) for t in turns])

@@ -77,9 +77,11 @@ def grounded_rule(rule_text: str, user_text: str) -> bool:
 
 def apply(store: MemoryStore, rules: RulesHandle, result: ExtractionResult, handles: dict[str, str],
           rule_handles: dict[str, str], turn_ids: list[str], user_texts: list[str], actor: str,
-          turn_metadata: list[dict] | None = None) -> list[MemoryOp]:
+          turn_metadata: list[dict] | None = None,
+          turn_provenance: list[tuple[str | None, int | None, str | None]] | None = None) -> list[MemoryOp]:
     """Applies the operations to one scope (``rules``' user and namespace); ``turn_metadata[i]`` (from
-    ``Memory.add(metadata=...)``) is given to memories added from turn i."""
+    ``Memory.add(metadata=...)``) is given to memories added from turn i, and so is where turn i came from
+    (``turn_provenance[i]``: conversation, position, speaker)."""
     user_id, namespace = rules.user_id, rules.namespace
     ops: list[MemoryOp] = []
 
@@ -105,7 +107,10 @@ def apply(store: MemoryStore, rules: RulesHandle, result: ExtractionResult, hand
             rec = store.get_many([mid], user_id, namespace).get(mid)
             if rec is not None and rec.invalid_at is None and near_duplicate(text, rec.text, sim):
                 return MemoryOp(event="NOOP", memory=rec, reason="near-duplicate of an existing memory")
+        conv, pos, speaker = (turn_provenance[turn] if turn_provenance and turn is not None
+                              and 0 <= turn < len(turn_provenance) else (None, None, None))
         item = {"text": text, "kind": kind, "source": actor, "source_turn_ids": turn_id(turn),
+                "conversation": conv, "position": pos, "speaker": speaker,
                 "valid_from": parse_date(date), "confidence": 0.8, "meta": dict(meta_of(turn))}
         return store.add_many(user_id, namespace, [item], actor=actor, reason=reason or None)[0]
 

@@ -1,5 +1,19 @@
-"""Hybrid search: dense (vector index) + lexical (FTS5 / tsvector), fused by weighted reciprocal rank,
-with a mild recency term and pinned memories. Every query is scoped by (user_id, namespace).
+"""The one retriever: dense (vectors) + lexical (FTS5 / tsvector) search within one scope, fused by score,
+with the signals that measured best on long conversations (docs/benchmarks.md):
+
+* **score fusion**: cosine / best cosine + ``lexical_weight`` x BM25 / best BM25 (reciprocal-rank fusion,
+  ``fusion="rrf"``, throws away how far apart the scores are);
+* **context views**: a memory also matches through its context view, its vector plus the previous
+  memory's in the same conversation, so "yes, last week!" is found by the question it answers;
+* **neighbours**: a memory gains ``neighbour_weight`` x the score of the memories just before and after it
+  in its conversation;
+* **names**: when a query names one of the people in the scope's conversations, the name leaves the dense
+  query (which then matches on content) and memories they said or that name them gain ``name_boost``;
+* **dates**: memories dated in a month or year the query names gain ``date_boost``;
+* recency and pinned memories, as before.
+
+Scores are in [0, 1]: the share of the best score a memory could get with these settings.
+Every query is scoped by (user_id, namespace).
 """
 
 from __future__ import annotations
@@ -15,6 +29,7 @@ from sqlmodel import Session, col, select
 
 from memstore import metrics
 from memstore.errors import StorageError
+from memstore.recall.query import date_match, entity_names, named_people, names_in, query_dates, said_by, strip_names
 from memstore.records import MemoryHit, MemoryRecord, utcnow
 from memstore.storage.lexical import lexical_search
 from memstore.storage.store import MemoryStore
@@ -24,12 +39,18 @@ log = logging.getLogger("memstore")
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """Plain data: how hybrid search weighs its signals. See PRESETS for named variants."""
+    """Plain data: how the retriever weighs its signals. See PRESETS for named variants."""
 
+    fusion: str = "score"           # "score" (scores scaled by the best) | "rrf" (reciprocal rank)
     dense_weight: float = 1.0
-    lexical_weight: float = 1.0
+    lexical_weight: float = 0.5
     rrf_k: int = 60
     candidates: int = 40          # per signal, at least; grows with the limit
+    context_weight: float = 0.5   # share of the dense score from the context view (this memory + the previous)
+    neighbour_weight: float = 0.1
+    name_boost: float = 0.2
+    strip_names: bool = True
+    date_boost: float = 0.1
     recency_weight: float = 0.1   # fraction of the best fused score a brand-new memory can gain
     recency_half_life_days: float = 90.0
     pinned_boost: float = 0.05
@@ -39,12 +60,28 @@ class SearchSettings:
     def with_(self, **changes: Any) -> SearchSettings:
         return replace(self, **changes)
 
+    @property
+    def ceiling(self) -> float:
+        """The highest score these settings can give (fused 1.0 plus every boost), for scaling to [0, 1]."""
+        return 1.0 + self.neighbour_weight + self.name_boost + self.date_boost + self.recency_weight + \
+            self.pinned_boost
 
+
+_RRF = SearchSettings(fusion="rrf", lexical_weight=1.0, context_weight=0.0, neighbour_weight=0.0, name_boost=0.0,
+                      strip_names=False, date_boost=0.0)
+#: Named settings. ``hybrid`` is the default; the others are the ablation ladder of docs/benchmarks.md
+#: (``memstore eval locomo -r NAME``), each adding one signal to the one before, and single-signal views.
 PRESETS: dict[str, SearchSettings] = {
     "hybrid": SearchSettings(),
-    "dense": SearchSettings(lexical_weight=0.0),
-    "lexical": SearchSettings(dense_weight=0.0),
+    "rrf": _RRF,
+    "score": _RRF.with_(fusion="score", lexical_weight=0.5),
+    "context": _RRF.with_(fusion="score", lexical_weight=0.5, context_weight=0.5),
+    "neighbours": _RRF.with_(fusion="score", lexical_weight=0.5, context_weight=0.5, neighbour_weight=0.1),
+    "names": _RRF.with_(fusion="score", lexical_weight=0.5, context_weight=0.5, neighbour_weight=0.1,
+                        name_boost=0.2, strip_names=True),
     "no_recency": SearchSettings(recency_weight=0.0),
+    "dense": SearchSettings(lexical_weight=0.0),
+    "lexical": SearchSettings(dense_weight=0.0, context_weight=0.0),
 }
 
 
@@ -90,12 +127,15 @@ def hybrid_search(
     st = settings or SearchSettings()
     n = max(st.candidates, limit * 4)
     t0 = time.perf_counter()
+    named: list[str] = []
+    if st.name_boost > 0 or st.strip_names:
+        named = named_people(query, store.speakers(user_id, namespace))
     dense: list[tuple[str, float]] = []
     if st.dense_weight > 0:
-        vec = store.embed_query(query)
+        vec = store.embed_query(strip_names(query, named) if st.strip_names and named else query)
         t1 = time.perf_counter()
         try:
-            dense = store.dense_query(vec, user_id, namespace, n)
+            dense = store.dense_query(vec, user_id, namespace, n, context=st.context_weight)
         except StorageError as exc:  # SQL is the truth: an index that cannot answer leaves lexical search
             first = not metrics.snapshot().get("memstore_dense_fallback_total")
             log.log(logging.WARNING if first else logging.DEBUG, "vector search failed, searching lexically "
@@ -111,17 +151,15 @@ def hybrid_search(
     if timings is not None:
         timings["lexical"] = time.perf_counter() - t2
 
-    scores: dict[str, float] = {}
-    sources: dict[str, list[str]] = {}
-    sims = dict(dense)
-    for rank, (mid, sim) in enumerate(dense):
-        if sim < st.min_dense_similarity:
-            continue
-        scores[mid] = scores.get(mid, 0.0) + st.dense_weight / (st.rrf_k + rank + 1)
-        sources.setdefault(mid, []).append("dense")
-    for rank, (mid, _s) in enumerate(lexical):
-        scores[mid] = scores.get(mid, 0.0) + st.lexical_weight / (st.rrf_k + rank + 1)
-        sources.setdefault(mid, []).append("lexical")
+    dense = [(mid, sim) for mid, sim in dense if sim >= st.min_dense_similarity]
+    scores, sources = _fuse(dense, lexical, st)
+    if st.neighbour_weight > 0 and scores:
+        spread = dict(scores)
+        for mid, near in store.neighbours(user_id, namespace, list(scores)).items():
+            for nb in near:
+                spread[nb] = spread.get(nb, 0.0) + st.neighbour_weight * scores[mid]
+                _add(sources, nb, "neighbour")
+        scores = spread
 
     records = store.get_many(list(scores), user_id, namespace)
     if st.include_pinned:
@@ -131,10 +169,15 @@ def hybrid_search(
                 col(MemoryRecord.pinned).is_(True), col(MemoryRecord.invalid_at).is_(None),
             ).limit(50)).all():
                 records.setdefault(rec.id, rec)
-                sources.setdefault(rec.id, []).append("pinned")
+                _add(sources, rec.id, "pinned")
                 scores.setdefault(rec.id, 0.0)
 
-    best = (st.dense_weight + st.lexical_weight) / (st.rrf_k + 1) or 1.0
+    dates = query_dates(query) if st.date_boost > 0 else []
+    # a query naming one person who speaks in the user's conversations is about what they said; other names
+    # (family, pets, places, colleagues) favour the memories that name them
+    person = named[0] if st.name_boost > 0 and len(named) == 1 else None
+    others = [] if person is not None or st.name_boost <= 0 else \
+        [n for n in entity_names(query) if not any(n in p.split() for p in named)]
     now = utcnow()
     hits: list[MemoryHit] = []
     for mid, base in scores.items():
@@ -147,20 +190,57 @@ def hybrid_search(
             continue
         if not _matches(rec, filters):
             continue
-        score = base / best
+        score = base
+        when = rec.valid_from or rec.created_at
+        if person is not None and said_by(rec.speaker, person):
+            score += st.name_boost
+        elif others:
+            score += st.name_boost * names_in(rec.text, others)
+        if dates:
+            score += st.date_boost * date_match(dates, when)
         if st.recency_weight > 0:
-            age_days = max(0.0, (now - (rec.valid_from or rec.created_at)).total_seconds() / 86400)
+            age_days = max(0.0, (now - when).total_seconds() / 86400)
             score += st.recency_weight * math.pow(0.5, age_days / st.recency_half_life_days)
         if rec.pinned:
             score += st.pinned_boost
-        hit_sources = sources.get(mid, [])
-        if mid in sims and "dense" not in hit_sources and sims[mid] >= st.min_dense_similarity:
-            hit_sources.append("dense")
-        hits.append(MemoryHit(memory=rec, score=round(score, 6), sources=hit_sources))
+        hits.append(MemoryHit(memory=rec, score=round(min(1.0, score / st.ceiling), 6),
+                              sources=sources.get(mid, [])))
     hits.sort(key=lambda h: h.score, reverse=True)
     if timings is not None:
         timings["total"] = time.perf_counter() - t0
     return hits[:limit]
+
+
+def _fuse(dense: list[tuple[str, float]], lexical: list[tuple[str, float]], st: SearchSettings,
+          ) -> tuple[dict[str, float], dict[str, list[str]]]:
+    """Dense and lexical candidates -> one score each, 1.0 for a memory best on both signals."""
+    scores: dict[str, float] = {}
+    sources: dict[str, list[str]] = {}
+    total = (st.dense_weight if dense else 0.0) + (st.lexical_weight if lexical else 0.0) or 1.0
+    if st.fusion == "rrf":
+        for rank, (mid, _s) in enumerate(dense):
+            scores[mid] = scores.get(mid, 0.0) + st.dense_weight * (st.rrf_k + 1) / (st.rrf_k + rank + 1)
+            _add(sources, mid, "dense")
+        for rank, (mid, _s) in enumerate(lexical):
+            scores[mid] = scores.get(mid, 0.0) + st.lexical_weight * (st.rrf_k + 1) / (st.rrf_k + rank + 1)
+            _add(sources, mid, "lexical")
+    else:
+        # scaled by the best score, not min-max: independent of where the candidate list was cut off
+        hi = max((s for _m, s in dense), default=0.0)
+        for mid, sim in dense:
+            scores[mid] = st.dense_weight * max(0.0, sim) / hi if hi > 0 else 0.0
+            _add(sources, mid, "dense")
+        top = max((s for _m, s in lexical), default=0.0) or 1.0
+        for mid, s in lexical:
+            scores[mid] = scores.get(mid, 0.0) + st.lexical_weight * s / top
+            _add(sources, mid, "lexical")
+    return {mid: s / total for mid, s in scores.items()}, sources
+
+
+def _add(sources: dict[str, list[str]], mid: str, what: str) -> None:
+    lst = sources.setdefault(mid, [])
+    if what not in lst:
+        lst.append(what)
 
 
 class Retriever:

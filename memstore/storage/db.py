@@ -6,6 +6,7 @@ processes can share one file. Any SQLAlchemy URL works; PostgreSQL gets its own 
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -145,12 +146,50 @@ def _m005_pinned_index(engine: Engine) -> None:
                           "ON memories (user_id, namespace, pinned, created_at)"))
 
 
+def _m006_provenance(engine: Engine) -> None:
+    """Memories carry where they came from (conversation, position, speaker), filled in for stores that kept
+    them in the metadata (``session``/``conversation``, ``turn``/``position``, ``speaker``)."""
+    from sqlalchemy import inspect
+
+    have = {c["name"] for c in inspect(engine).get_columns("memories")}
+    with engine.begin() as conn:
+        for name, sql_type in (("conversation", "VARCHAR(256)"), ("position", "INTEGER"), ("speaker", "VARCHAR(256)")):
+            if name not in have:
+                conn.execute(text(f"ALTER TABLE memories ADD COLUMN {name} {sql_type}"))
+        conn.execute(text("CREATE INDEX IF NOT EXISTS ix_memories_scope_conversation "
+                          "ON memories (user_id, namespace, conversation, position)"))
+    rows: list[tuple[int, dict]] = []
+    with engine.connect() as conn:
+        for pk, meta in conn.execute(text("SELECT pk, metadata FROM memories WHERE conversation IS NULL")):
+            data = json.loads(meta) if isinstance(meta, str) else (meta or {})
+            if isinstance(data, dict) and any(k in data for k in ("session", "conversation", "turn", "speaker")):
+                rows.append((pk, data))
+    if not rows:
+        return
+    with engine.begin() as conn:
+        for pk, data in rows:
+            conv, pos, speaker = provenance_from_meta(data)
+            conn.execute(text("UPDATE memories SET conversation = :c, position = :p, speaker = :s WHERE pk = :pk"),
+                         {"c": conv, "p": pos, "s": speaker, "pk": pk})
+
+
+def provenance_from_meta(meta: dict) -> tuple[str | None, int | None, str | None]:
+    """(conversation, position, speaker) named in a memory's metadata, each None when absent or unusable."""
+    conv = meta.get("conversation", meta.get("session"))
+    pos = meta.get("position", meta.get("turn"))
+    speaker = meta.get("speaker")
+    return (str(conv)[:256] if isinstance(conv, str | int) and not isinstance(conv, bool) and str(conv) else None,
+            int(pos) if isinstance(pos, int | float) and not isinstance(pos, bool) else None,
+            speaker[:256] if isinstance(speaker, str) and speaker.strip() else None)
+
+
 MIGRATIONS: list[tuple[str, Callable[[Engine], None]]] = [
     ("001_tables", _m001_tables),
     ("002_lexical_index", _m002_lexical_index),
     ("003_unbounded_response_ids", _m003_unbounded_response_ids),
     ("004_scope_versions", _m004_scope_versions),
     ("005_pinned_index", _m005_pinned_index),
+    ("006_provenance", _m006_provenance),
 ]
 
 

@@ -34,7 +34,8 @@ def query_terms(query: str, max_terms: int = 24) -> list[str]:
     return list(seen)[:max_terms]
 
 
-def scope_token(user_id: str, namespace: str) -> str:
+def fts_scope_key(user_id: str, namespace: str) -> str:
+    """The value of the FTS5 ``scope`` column: one quoted-safe word per (user_id, namespace)."""
     return "s" + user_id.encode("utf-8").hex() + "x" + namespace.encode("utf-8").hex()
 
 
@@ -48,7 +49,7 @@ def lexical_search(
     valid = "" if include_invalid else " AND m.invalid_at IS NULL"
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
-            match = f'scope:"{scope_token(user_id, namespace)}" AND (' + " OR ".join(
+            match = f'scope:"{fts_scope_key(user_id, namespace)}" AND (' + " OR ".join(
                 '"' + t.replace('"', '""') + '"' for t in terms
             ) + ")"
             # rank inside FTS5 first (its scope column already restricts the match to the scope), then join

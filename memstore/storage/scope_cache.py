@@ -1,7 +1,7 @@
 """Exact dense search over one scope's vectors, held in memory and kept in step with SQL.
 
 Why: chroma applies a metadata filter (our ``user_id`` / ``namespace`` scope) by scanning the whole
-collection, so a scoped query costs about 35 ms at 10,000 vectors and 80 ms at 100,000 on this 2-core
+collection, so a scoped query costs about 35 ms at 10,000 vectors and 80 ms at 100,000 on a 2-core
 machine, however few of them belong to the scope (docs/benchmarks.md). A scope's vectors fit in memory
 (10,000 x 384 float32 is 15 MB) and a matrix product over them takes a fraction of a millisecond, so
 searches are served from a per-process LRU cache of scope matrices. chroma stays the persistent index: the
@@ -17,6 +17,7 @@ than the text SQL holds for it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -36,15 +37,16 @@ from memstore.records import MemoryRecord, ScopeVersion
 
 log = logging.getLogger("memstore")
 
-Scope = tuple[str, str]
+ScopeKey = tuple[str, str]
 
+ROW_OVERHEAD_BYTES = 140  # per cached vector besides the vector: its id, hash, and conversation links
 SYNC_LOAD_LIMIT = 2000   # scopes up to this many vectors load inline (cheaper than one filtered chroma query)
 FETCH_PAGE = 1000        # ids per chroma get
 REVALIDATE_S = 60.0      # an entry is diffed against SQL at least this often, token or not (a writer that
                          # bumps no token, e.g. an older memstore sharing the store, is caught up with)
 
 
-def bump_scopes(session: Session, scopes: Iterable[Scope]) -> None:
+def bump_scopes(session: Session, scopes: Iterable[ScopeKey]) -> None:
     """Gives each scope a new random token, inside the caller's transaction (sorted, so that concurrent
     writers on PostgreSQL lock the rows in one order)."""
     dialect = session.get_bind().dialect.name
@@ -73,10 +75,14 @@ def forget_scopes(session: Session, user_id: str, namespace: str | None = None) 
     session.exec(q)  # type: ignore[call-overload]
 
 
-def scope_token(engine: Engine, user_id: str, namespace: str) -> str | None:
+def scope_version(engine: Engine, user_id: str, namespace: str) -> str | None:
+    """The scope's current version token (``scope_versions``), or None if it has none."""
     with Session(engine) as s:
         return s.exec(select(ScopeVersion.token).where(
             ScopeVersion.user_id == user_id, ScopeVersion.namespace == namespace)).first()
+
+
+Provenance = tuple[str | None, int | None, str | None]  # (conversation, position, speaker)
 
 
 @dataclass(frozen=True)
@@ -86,10 +92,38 @@ class _Entry:
     hashes: dict[str, str]     # id -> content_hash of the text its vector embeds
     matrix: np.ndarray         # (len(ids), dim), rows L2-normalised
     loaded_at: float           # time.monotonic() of the last diff against SQL
+    prev: np.ndarray           # row of the memory before each one in its conversation, -1 if none
+    next: np.ndarray           # row of the memory after it, -1 if none
+    ctx_norm: np.ndarray       # |v + v_prev| per row (1 where there is no previous memory)
+    speakers: tuple[str, ...]  # who speaks in the scope's conversations (provenance), most frequent first
 
     @property
     def nbytes(self) -> int:
-        return int(self.matrix.nbytes) + 120 * len(self.ids)
+        return int(self.matrix.nbytes) + ROW_OVERHEAD_BYTES * len(self.ids)
+
+
+def _layout(ids: list[str], matrix: np.ndarray, provenance: dict[str, Provenance]
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Links each memory to the one before and after it in its conversation (by position), the norms of the
+    context views (this vector + the previous one), and the scope's speakers."""
+    n = len(ids)
+    prev = np.full(n, -1, dtype=np.int64)
+    nxt = np.full(n, -1, dtype=np.int64)
+    placed = sorted((c, p, i) for i, mid in enumerate(ids)
+                    for c, p, _s in [provenance.get(mid, (None, None, None))] if c is not None and p is not None)
+    for (c1, _p1, a), (c2, _p2, b) in itertools.pairwise(placed):
+        if c1 == c2:
+            prev[b], nxt[a] = a, b
+    ctx_norm = np.ones(n, dtype=np.float32)
+    has = prev >= 0
+    if has.any():
+        ctx_norm[has] = np.linalg.norm(matrix[has] + matrix[prev[has]], axis=1)
+        ctx_norm[ctx_norm == 0] = 1.0
+    counts: dict[str, int] = {}
+    for _c, _p, s in provenance.values():
+        if s:
+            counts[s] = counts.get(s, 0) + 1
+    return prev, nxt, ctx_norm, tuple(sorted(counts, key=lambda s: -counts[s])[:50])
 
 
 class ScopeVectorCache:
@@ -103,30 +137,58 @@ class ScopeVectorCache:
         self.max_bytes = max_bytes
         self.max_scope_vectors = max_scope_vectors
         self.sync_load_limit = sync_load_limit
-        self._entries: OrderedDict[Scope, _Entry] = OrderedDict()
+        self._entries: OrderedDict[ScopeKey, _Entry] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
-        self._loading: set[Scope] = set()
-        self._too_big: dict[Scope, str | None] = {}   # scope -> token when it was found too big
+        self._loading: set[ScopeKey] = set()
+        self._too_big: dict[ScopeKey, str | None] = {}   # scope -> token when it was found too big
 
     # ---- reads ----------------------------------------------------------------------------------------
-    def query(self, vec: np.ndarray, user_id: str, namespace: str, limit: int) -> list[tuple[str, float]] | None:
+    def query(self, vec: np.ndarray, user_id: str, namespace: str, limit: int,
+              context: float = 0.0) -> list[tuple[str, float]] | None:
+        """(id, similarity) of the scope's ``limit`` nearest memories, or None when the cache cannot answer.
+        ``context`` (0..1): that share of the similarity comes from the memory's context view (its vector plus
+        the previous memory's in the same conversation), so a reply is found by the question it answers."""
+        entry = self._current(user_id, namespace)
+        if entry is None:
+            metrics.inc("memstore_vector_cache_misses_total")
+            return None
+        metrics.inc("memstore_vector_cache_hits_total")
+        return _top(entry, vec, limit, context)
+
+    def neighbours(self, user_id: str, namespace: str, ids: list[str]) -> dict[str, list[str]] | None:
+        """The memories just before and after each given one in its conversation (as of the last query),
+        or None when the scope is not held."""
+        with self._lock:
+            entry = self._entries.get((user_id, namespace))
+        if entry is None:
+            return None
+        rows = {mid: n for n, mid in enumerate(entry.ids)}
+        out: dict[str, list[str]] = {}
+        for mid in ids:
+            n = rows.get(mid)
+            if n is not None:
+                out[mid] = [entry.ids[j] for j in (int(entry.prev[n]), int(entry.next[n])) if j >= 0]
+        return out
+
+    def speakers(self, user_id: str, namespace: str) -> tuple[str, ...] | None:
+        """Who speaks in the scope's conversations (as of the last query), or None when it is not held."""
+        with self._lock:
+            entry = self._entries.get((user_id, namespace))
+        return None if entry is None else entry.speakers
+
+    def _current(self, user_id: str, namespace: str) -> _Entry | None:
         scope = (user_id, namespace)
-        token = scope_token(self.engine, user_id, namespace)
+        token = scope_version(self.engine, user_id, namespace)
         with self._lock:
             entry = self._entries.get(scope)
             if entry is not None:
                 self._entries.move_to_end(scope)
             if scope in self._loading or (scope in self._too_big and self._too_big[scope] == token):
-                metrics.inc("memstore_vector_cache_misses_total")
                 return None
         if entry is None or entry.token != token or time.monotonic() - entry.loaded_at > REVALIDATE_S:
             entry = self._refresh(scope, token, entry)
-            if entry is None:
-                metrics.inc("memstore_vector_cache_misses_total")
-                return None
-        metrics.inc("memstore_vector_cache_hits_total")
-        return _top(entry, vec, limit)
+        return entry
 
     def holds(self, user_id: str, namespace: str) -> bool:
         """Whether the scope's vectors are in memory now (as of their last refresh)."""
@@ -146,10 +208,10 @@ class ScopeVectorCache:
             return len(self._entries), self._bytes
 
     # ---- loading --------------------------------------------------------------------------------------
-    def _refresh(self, scope: Scope, token: str | None, old: _Entry | None) -> _Entry | None:
+    def _refresh(self, scope: ScopeKey, token: str | None, old: _Entry | None) -> _Entry | None:
         """Brings the scope up to date with SQL: a diff against ``old`` when there is one, else a load
         (inline for small scopes, in the background for big ones)."""
-        want = self._scope_rows(scope)
+        want, provenance = self._scope_rows(scope)
         dim = old.matrix.shape[1] if old is not None and old.matrix.size else 0
         if len(want) > self.max_scope_vectors or (dim and _estimate(len(want), dim) > self.max_bytes):
             self._mark_too_big(scope, token)
@@ -158,20 +220,23 @@ class ScopeVectorCache:
             if len(want) > self.sync_load_limit:
                 self._load_later(scope)
                 return None
-            return self._build(scope, token, want, {}, None)
+            return self._build(scope, token, want, provenance, {}, None)
         keep = {i: h for i, h in old.hashes.items() if want.get(i) == h}
-        return self._build(scope, token, want, keep, old)
+        return self._build(scope, token, want, provenance, keep, old)
 
-    def _scope_rows(self, scope: Scope) -> dict[str, str]:
-        """id -> content_hash of the scope's indexed memories (invalidated ones too: searches may ask)."""
+    def _scope_rows(self, scope: ScopeKey) -> tuple[dict[str, str], dict[str, Provenance]]:
+        """id -> content_hash of the scope's indexed memories (invalidated ones too: searches may ask), and
+        id -> (conversation, position, speaker) of those that carry provenance."""
         with Session(self.engine) as s:
-            rows = s.exec(select(MemoryRecord.id, MemoryRecord.content_hash).where(
+            rows = s.exec(select(MemoryRecord.id, MemoryRecord.content_hash, MemoryRecord.conversation,
+                                 MemoryRecord.position, MemoryRecord.speaker).where(
                 MemoryRecord.user_id == scope[0], MemoryRecord.namespace == scope[1],
                 col(MemoryRecord.indexed).is_(True))).all()
-        return {i: h for i, h in rows}
+        return ({i: h for i, h, _c, _p, _s in rows},
+                {i: (c, p, s) for i, _h, c, p, s in rows if c is not None or s is not None})
 
-    def _build(self, scope: Scope, token: str | None, want: dict[str, str], keep: dict[str, str],
-               old: _Entry | None) -> _Entry | None:
+    def _build(self, scope: ScopeKey, token: str | None, want: dict[str, str], provenance: dict[str, Provenance],
+               keep: dict[str, str], old: _Entry | None) -> _Entry | None:
         missing = [i for i in want if i not in keep]
         fetched = self._fetch(missing) if missing else {}
         if fetched is None:
@@ -189,17 +254,18 @@ class ScopeVectorCache:
             vecs.append(_normalise(np.stack([fetched[i] for i in got])))
         dim = vecs[0].shape[1] if vecs else 0
         if any(v.shape[1] != dim for v in vecs):  # the embedding model changed under us: start over
-            return self._build(scope, token, want, {}, None) if old is not None else None
+            return self._build(scope, token, want, provenance, {}, None) if old is not None else None
         matrix = np.concatenate(vecs) if vecs else np.zeros((0, dim), dtype=np.float32)
+        prev, nxt, ctx_norm, speakers = _layout(ids, matrix, provenance)
         entry = _Entry(token=token, ids=ids, hashes={i: want[i] for i in ids}, matrix=matrix,
-                       loaded_at=time.monotonic())
+                       loaded_at=time.monotonic(), prev=prev, next=nxt, ctx_norm=ctx_norm, speakers=speakers)
         if entry.nbytes > self.max_bytes:  # would evict everything else and still not fit
             self._mark_too_big(scope, token)
             return None
         self._put(scope, entry)
         return entry
 
-    def _mark_too_big(self, scope: Scope, token: str | None) -> None:
+    def _mark_too_big(self, scope: ScopeKey, token: str | None) -> None:
         with self._lock:
             self._too_big[scope] = token
             self._drop(scope)
@@ -217,7 +283,7 @@ class ScopeVectorCache:
             return None
         return out
 
-    def _put(self, scope: Scope, entry: _Entry) -> None:
+    def _put(self, scope: ScopeKey, entry: _Entry) -> None:
         with self._lock:
             self._drop(scope)
             self._too_big.pop(scope, None)
@@ -227,25 +293,25 @@ class ScopeVectorCache:
                 _old_scope, evicted = self._entries.popitem(last=False)
                 self._bytes -= evicted.nbytes
 
-    def _drop(self, scope: Scope) -> None:
+    def _drop(self, scope: ScopeKey) -> None:
         entry = self._entries.pop(scope, None)
         if entry is not None:
             self._bytes -= entry.nbytes
 
-    def _load_later(self, scope: Scope) -> None:
+    def _load_later(self, scope: ScopeKey) -> None:
         with self._lock:
             if scope in self._loading:
                 return
             self._loading.add(scope)
         _loader().put((weakref.ref(self), scope))
 
-    def _load_now(self, scope: Scope) -> None:
+    def _load_now(self, scope: ScopeKey) -> None:
         try:
-            token = scope_token(self.engine, *scope)
+            token = scope_version(self.engine, *scope)
             with self._lock:
                 current = self._entries.get(scope)
             if current is None or current.token != token:
-                self._build(scope, token, self._scope_rows(scope), {}, None)
+                self._build(scope, token, *self._scope_rows(scope), {}, None)
         except Exception as exc:
             log.debug("vector cache load of a scope failed: %s", exc)
         finally:
@@ -254,7 +320,7 @@ class ScopeVectorCache:
 
 
 def _estimate(n: int, dim: int) -> int:
-    return n * (dim * 4 + 120)
+    return n * (dim * 4 + ROW_OVERHEAD_BYTES)
 
 
 def _normalise(m: np.ndarray) -> np.ndarray:
@@ -264,7 +330,7 @@ def _normalise(m: np.ndarray) -> np.ndarray:
     return m / norms
 
 
-def _top(entry: _Entry, vec: np.ndarray, limit: int) -> list[tuple[str, float]]:
+def _top(entry: _Entry, vec: np.ndarray, limit: int, context: float = 0.0) -> list[tuple[str, float]]:
     if not entry.ids or limit <= 0:
         return []
     q = np.asarray(vec, dtype=np.float32).reshape(-1)
@@ -275,6 +341,11 @@ def _top(entry: _Entry, vec: np.ndarray, limit: int) -> list[tuple[str, float]]:
     # then starve torch's (the next query embedding measured 10x slower on 2 cores); einsum's plain loop is
     # single-threaded and takes ~0.6 ms for 10,000 x 384
     sims = np.einsum("ij,j->i", entry.matrix, q / n if n else q)
+    if context > 0:
+        has = entry.prev >= 0
+        ctx = sims.copy()
+        ctx[has] = (sims[has] + sims[entry.prev[has]]) / entry.ctx_norm[has]
+        sims = (1 - context) * sims + context * ctx
     k = min(limit, len(sims))
     top = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
     top = top[np.argsort(-sims[top], kind="stable")]
@@ -283,11 +354,11 @@ def _top(entry: _Entry, vec: np.ndarray, limit: int) -> list[tuple[str, float]]:
 
 # ---- the background loader: one daemon thread per process, shared by every cache ---------------------
 
-_queue: queue.Queue[tuple[weakref.ref[ScopeVectorCache], Scope]] | None = None
+_queue: queue.Queue[tuple[weakref.ref[ScopeVectorCache], ScopeKey]] | None = None
 _queue_lock = threading.Lock()
 
 
-def _loader() -> queue.Queue[tuple[weakref.ref[ScopeVectorCache], Scope]]:
+def _loader() -> queue.Queue[tuple[weakref.ref[ScopeVectorCache], ScopeKey]]:
     global _queue
     with _queue_lock:
         if _queue is None:
@@ -296,7 +367,7 @@ def _loader() -> queue.Queue[tuple[weakref.ref[ScopeVectorCache], Scope]]:
         return _queue
 
 
-def _run(q: queue.Queue[tuple[weakref.ref[ScopeVectorCache], Scope]]) -> None:
+def _run(q: queue.Queue[tuple[weakref.ref[ScopeVectorCache], ScopeKey]]) -> None:
     while True:
         ref, scope = q.get()
         cache = ref()

@@ -30,7 +30,7 @@ from memstore.records import (
     content_hash,
     utcnow,
 )
-from memstore.storage.db import session_scope
+from memstore.storage.db import provenance_from_meta, session_scope
 from memstore.storage.embed import Embedder
 from memstore.storage.scope_cache import ScopeVectorCache, bump_scopes, forget_scopes
 from memstore.storage.vectors import VectorIndex
@@ -182,6 +182,11 @@ class MemoryStore:
                         ops.append(MemoryOp(event="NOOP", memory=existing, reason="already stored"))
                     continue
                 fields = {k: v for k, v in item.items() if k != "text"}
+                if isinstance(fields.get("meta"), dict):  # provenance named in the metadata, unless given
+                    found = provenance_from_meta(fields["meta"])
+                    for key, value in zip(("conversation", "position", "speaker"), found, strict=True):
+                        if fields.get(key) is None:
+                            fields[key] = value
                 rec = MemoryRecord(user_id=user_id, namespace=namespace, text=text, content_hash=h, **fields)
                 s.add(rec)
                 s.add(MemoryEvent(memory_id=rec.id, user_id=user_id, namespace=namespace, event="ADD",
@@ -396,18 +401,62 @@ class MemoryStore:
                 progress(done, total)
         return done
 
-    def dense_query(self, vec: np.ndarray, user_id: str, namespace: str, limit: int) -> list[tuple[str, float]]:
+    def dense_query(self, vec: np.ndarray, user_id: str, namespace: str, limit: int,
+                    context: float = 0.0) -> list[tuple[str, float]]:
         """(id, cosine similarity) of the scope's nearest vectors, best first: exact, from the in-memory
-        scope cache when it can answer, else the vector index's (approximate) query."""
+        scope cache when it can answer, else the vector index's (approximate) query. ``context`` (0..1): that
+        share of each memory's score comes from its context view (the scope cache only; the index answers
+        with plain similarities)."""
         if self.vector_cache is not None:
             try:
-                hits = self.vector_cache.query(vec, user_id, namespace, limit)
+                hits = self.vector_cache.query(vec, user_id, namespace, limit, context)
             except Exception as exc:  # the cache is an optimisation: never a reason to fail a search
                 log.debug("vector cache failed, asking the index: %s", exc)
                 hits = None
             if hits is not None:
                 return hits
         return self.index.query(vec, user_id, namespace, limit)
+
+    def neighbours(self, user_id: str, namespace: str, ids: Sequence[str]) -> dict[str, list[str]]:
+        """The memories just before and after each given one in its conversation (by position)."""
+        if not ids:
+            return {}
+        if self.vector_cache is not None:
+            held = self.vector_cache.neighbours(user_id, namespace, list(ids))
+            if held is not None and len(held) == len(set(ids)):
+                return held
+        with Session(self.engine) as s:
+            mine = s.exec(select(MemoryRecord.id, MemoryRecord.conversation, MemoryRecord.position).where(
+                MemoryRecord.user_id == user_id, MemoryRecord.namespace == namespace,
+                col(MemoryRecord.id).in_(list(ids)), col(MemoryRecord.conversation).is_not(None))).all()
+            convs = sorted({c for _i, c, _p in mine})
+            rows = s.exec(select(MemoryRecord.id, MemoryRecord.conversation, MemoryRecord.position).where(
+                MemoryRecord.user_id == user_id, MemoryRecord.namespace == namespace,
+                col(MemoryRecord.conversation).in_(convs), col(MemoryRecord.position).is_not(None))
+                .order_by(col(MemoryRecord.conversation), col(MemoryRecord.position))).all() if convs else []
+        order: dict[str, list[str]] = {}
+        for mid, conv, _pos in rows:
+            order.setdefault(conv, []).append(mid)
+        out: dict[str, list[str]] = {}
+        for mid, conv, _pos in mine:
+            seq = order.get(conv, [])
+            if mid in seq:
+                k = seq.index(mid)
+                out[mid] = [seq[j] for j in (k - 1, k + 1) if 0 <= j < len(seq)]
+        return out
+
+    def speakers(self, user_id: str, namespace: str) -> tuple[str, ...]:
+        """Who speaks in the scope's conversations (provenance), most frequent first, at most 50."""
+        if self.vector_cache is not None:
+            held = self.vector_cache.speakers(user_id, namespace)
+            if held is not None:
+                return held
+        with Session(self.engine) as s:
+            rows = s.exec(select(MemoryRecord.speaker, func.count()).where(
+                MemoryRecord.user_id == user_id, MemoryRecord.namespace == namespace,
+                col(MemoryRecord.speaker).is_not(None)).group_by(MemoryRecord.speaker)
+                .order_by(func.count().desc()).limit(50)).all()
+        return tuple(sp for sp, _n in rows if sp)
 
     def embed_query(self, text: str) -> np.ndarray:
         return self.embedder.embed([text])[0]

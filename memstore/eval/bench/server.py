@@ -31,20 +31,12 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from memstore.eval.common import percentile
 from memstore.testing.server_process import ServerProcess
 
 _UPSTREAM = ("import sys; from memstore.testing import ScriptedLLM; "
              "s = ScriptedLLM(default_reply='Sure, here is a short answer.').start(); "
              "print(s.port, flush=True); sys.stdin.read(); s.stop()")
-
-
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 def _load(call: Callable[[Any, int], float | None], make_client: Callable[[], Any], requests: int,
@@ -88,12 +80,12 @@ def _load(call: Callable[[Any, int], float | None], make_client: Callable[[], An
         "requests": requests, "concurrency": concurrency, "errors": len(errors), "wall_s": round(wall, 3),
         "throughput_rps": round(len(latencies) / wall, 1) if wall else 0.0,
         "mean_ms": round(statistics.fmean(ms), 2) if ms else None,
-        "p50_ms": round(_percentile(ms, 0.50), 2), "p95_ms": round(_percentile(ms, 0.95), 2),
-        "p99_ms": round(_percentile(ms, 0.99), 2),
+        "p50_ms": round(percentile(ms, 50), 2), "p95_ms": round(percentile(ms, 95), 2),
+        "p99_ms": round(percentile(ms, 99), 2),
     }
     if ttfts:
-        out["ttft_p50_ms"] = round(_percentile([x * 1000 for x in ttfts], 0.50), 2)
-        out["ttft_p95_ms"] = round(_percentile([x * 1000 for x in ttfts], 0.95), 2)
+        out["ttft_p50_ms"] = round(percentile([x * 1000 for x in ttfts], 50), 2)
+        out["ttft_p95_ms"] = round(percentile([x * 1000 for x in ttfts], 95), 2)
     if errors:
         out["first_error"] = errors[0]
     return out
@@ -183,11 +175,11 @@ def run_server_bench(requests: int = 800, concurrency: int = 16, sequential_requ
             results[name] = _load(call, make, requests, concurrency)
             say(f"{name}: sequential, {sequential_requests} requests")
             if name == "proxy_memory":
-                results[name]["retrieval_p50_ms"] = round(_percentile(retrieval_ms, 0.5), 2)
+                results[name]["retrieval_p50_ms"] = round(percentile(retrieval_ms, 50), 2)
                 retrieval_ms.clear()
             results[name + "_sequential"] = _load(call, make, sequential_requests, 1)
             if name == "proxy_memory":
-                results[name + "_sequential"]["retrieval_p50_ms"] = round(_percentile(retrieval_ms, 0.5), 2)
+                results[name + "_sequential"]["retrieval_p50_ms"] = round(percentile(retrieval_ms, 50), 2)
         metrics = httpx.get(f"{server.url}/metrics").text
     finally:
         if server is not None:
