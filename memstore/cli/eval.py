@@ -14,7 +14,7 @@ eval_app = typer.Typer(help="Benchmarks of retrieval quality: LoCoMo evidence re
                             "and the no-LLM extraction path.",
                        no_args_is_help=True, add_completion=False)
 bench_app = typer.Typer(help="Latency and throughput benchmarks: search, ingest, client overhead, CLI start-up, "
-                             "the proxy server, server backends.",
+                             "the proxy server, server backends, the embedding runtimes.",
                         no_args_is_help=True, add_completion=False)
 
 
@@ -260,6 +260,30 @@ def bench_cli_cmd(
     result = bench_cli(commands=command or None, repeats=repeats)
     write_json(out, result)
     print_cli(result)
+    typer.echo(f"wrote {out}")
+
+
+@bench_app.command("embed")
+def bench_embed_cmd(
+    queries: int = typer.Option(200, "--queries", help="Timed single-query embeddings per run and runtime."),
+    batches: int = typer.Option(20, "--batches", help="Timed batches per run and runtime."),
+    batch: int = typer.Option(32, "--batch", help="Texts per batch."),
+    repeats: int = typer.Option(5, "--repeats", help="Fresh processes per runtime (each: cold start, queries, "
+                                                     "batches); medians are reported."),
+    out: Path = typer.Option(Path("bench-embed.json"), "--out"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """The bundled embedding model on torch (sentence-transformers) against onnxruntime: one query p50, batch
+    texts/s, and cold start (import to first vector in a fresh process)."""
+    from memstore.eval.common import offline_env
+
+    offline_env()
+    from memstore.eval.bench.embed import bench_embed, print_embed
+    from memstore.eval.common import write_json
+
+    result = bench_embed(queries=queries, batches=batches, batch=batch, repeats=repeats, show_progress=progress)
+    write_json(out, result)
+    print_embed(result)
     typer.echo(f"wrote {out}")
 
 

@@ -110,7 +110,7 @@ class SentenceTransformerEmbedder:
     def _load(self) -> Any:
         with _models_lock:
             model = _models.get(self._key)
-            if model is None:
+            if model is None or getattr(model, "pid", os.getpid()) != os.getpid():  # onnxruntime is not fork-safe
                 model = self._open()
                 _models[self._key] = model
             return model
@@ -197,7 +197,7 @@ class _OnnxRuntime:
 
     def __init__(self, onnx: Any, ref: str, name: str, strict: bool) -> None:
         self.onnx, self.ref, self.name, self.strict = onnx, ref, name, strict
-        self.dim = int(onnx.dim)
+        self.dim, self.pid = int(onnx.dim), os.getpid()
         self.fallback: Any = None
 
     @property

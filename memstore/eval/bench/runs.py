@@ -1,4 +1,4 @@
-"""Latency and throughput benchmarks: ``memstore bench search | ingest | overhead | cli``.
+"""Latency and throughput benchmarks: ``memstore bench search | ingest | overhead | cli | embed``.
 
 Every benchmark returns a JSON-serialisable dict with the machine, the versions and the medians over
 repeated runs. Synthetic memories come from :func:`sentences`, a template generator with a varied
@@ -387,7 +387,7 @@ def bench_cli(commands: Sequence[str] | None = None, repeats: int = 7, timeout: 
     with tempfile.TemporaryDirectory(prefix="memstore-bench-cli-") as home:
         _seed_store(Path(home))
         env = {**os.environ, "MEMSTORE_HOME": home, "HF_HUB_OFFLINE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-        root = str(Path(__file__).resolve().parents[2])
+        root = str(Path(__file__).resolve().parents[3])  # the repo root (memstore/eval/bench/runs.py)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         baseline = _time_cmd([sys.executable, "-c", "pass"], env, repeats, timeout)
         for cmd in commands or DEFAULT_CLI_COMMANDS:
