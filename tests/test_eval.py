@@ -157,6 +157,21 @@ def test_query_analysis() -> None:
     assert strip_names("What is Caroline's identity?", ["Caroline"]) == "What is identity?"
 
 
+def test_follow_ups_search_with_the_message_they_lean_on(tmp_path: Path) -> None:
+    from memstore.eval.followups import run_followups
+    from memstore.recall.query import conversation_query, follow_up
+
+    assert follow_up("and tomorrow?") and follow_up("What about the weather there?")
+    assert not follow_up("Which restaurants should I try in Lisbon for dinner tonight?")
+    assert conversation_query(["I'm planning a trip to Lisbon", "what about the weather there?"]) == \
+        "I'm planning a trip to Lisbon\nwhat about the weather there?"
+    assert conversation_query(["I'm planning a trip to Lisbon", "Recommend three restaurants in Porto for a "
+                               "family dinner"]) == "Recommend three restaurants in Porto for a family dinner"
+    result = run_followups(distractors=20, store=tmp_path / "f", embedder=HashEmbedder())
+    ib = result["in_block"]
+    assert result["cases"] >= 20 and 0 <= ib["latest_message_only"] <= ib["conversation_query"] <= 100
+
+
 def test_eval_locomo_cli(locomo_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     res = CliRunner().invoke(eval_app, ["locomo", "--data", str(locomo_file), "--k", "1", "5", "--no-progress",
@@ -259,9 +274,9 @@ def test_cli_apps_import_cheaply() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
                           cwd=str(Path(__file__).resolve().parents[1]))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert {c.name for c in eval_app.registered_commands} == {"locomo", "prefeval", "extraction"}
+    assert {c.name for c in eval_app.registered_commands} == {"locomo", "prefeval", "extraction", "followups"}
     assert {c.name for c in bench_app.registered_commands} == {"search", "ingest", "overhead", "cli", "server",
-                                                              "backends"}
+                                                              "backends", "embed"}
 
 
 def test_eval_extraction_cli(locomo_file: Path, tmp_path: Path) -> None:

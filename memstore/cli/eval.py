@@ -95,6 +95,29 @@ def locomo_cmd(
     typer.echo(f"wrote {out}")
 
 
+@eval_app.command("followups")
+def followups_cmd(
+    distractors: int = typer.Option(500, "--distractors", min=0, help="Synthetic memories besides the facts."),
+    out: Path = typer.Option(Path("followups.json"), "--out", help="JSON result file."),
+) -> None:
+    """Follow-up messages ("what about her?"): is the memory they need in the injected block, with the query
+    built from the conversation (the default) vs from the latest message only? A small built-in set."""
+    from memstore.eval.common import offline_env
+
+    offline_env()
+    from memstore.eval.common import write_json
+    from memstore.eval.followups import run_followups
+
+    result = run_followups(distractors=distractors)
+    write_json(out, result)
+    ib = result["in_block"]
+    typer.echo(f"{result['cases']} follow-ups among {result['memories']} memories: the needed memory is in the "
+               f"block for {ib['conversation_query']:.1f}% with the conversation as the query, "
+               f"{ib['latest_message_only']:.1f}% with the latest message only "
+               f"({result['tokens_mean']:.0f} tokens on average)")
+    typer.echo(f"wrote {out}")
+
+
 @eval_app.command("prefeval")
 def prefeval_cmd(
     data: Path = typer.Option(..., "--data", exists=True, file_okay=False,

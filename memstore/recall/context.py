@@ -1,5 +1,5 @@
 """What gets injected for one request: profile + enabled rules (always), pinned facts, then the facts most
-relevant to the latest user message, all within a token budget."""
+relevant to the conversation's latest request, all within a token budget."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from memstore.instructions.profiles import ProfileStore
-from memstore.messages import last_user_text, normalize_messages
+from memstore.messages import content_text, normalize_messages
 from memstore.recall.inject import render_block, render_memory, render_rules
+from memstore.recall.query import conversation_query
 from memstore.recall.search import Retriever
 from memstore.recall.tokens import count_tokens
 from memstore.records import MemoryHit, MemoryRecord, StyleRule
@@ -52,12 +53,12 @@ class Context(BaseModel):
 def build_context(retriever: Retriever, profiles: ProfileStore, user_id: str, namespace: str, messages: Any,
                   token_budget: int, limit: int) -> Context:
     """Profile and enabled rules (always), pinned facts, then the ``limit`` facts most relevant to the latest
-    user message, as many as fit in ``token_budget``."""
+    user message (with the one before it when the latest is a follow-up), as many as fit in ``token_budget``."""
     user_id, namespace = check_scope(user_id, namespace)
     t0 = time.perf_counter()
     budget = token_budget
     msgs = normalize_messages(messages)
-    query = last_user_text(msgs).strip()
+    query = conversation_query([content_text(m.get("content")) for m in msgs if m.get("role") == "user"])
     profile = profiles.get(user_id, namespace)
 
     rules, dropped = _fit_rules(profile.rules, budget)

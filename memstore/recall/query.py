@@ -117,3 +117,31 @@ def names_in(text: str, names: Sequence[str]) -> float:
     if not names:
         return 0.0
     return sum(1 for n in names if _name_pattern(n).search(text)) / len(names)
+
+
+_REFERRING = re.compile(
+    r"^\s*(?:and|or|but|so|also|what about|how about|and what|and how|and the|the other|the one|same|which one|"
+    r"why|why not|really|ok|okay|then|else|anything else|more|tell me more|and you)\b|"
+    r"\b(?:it|its|that|this|those|these|them|they|he|she|him|her|there|one|ones|before|again|too|either)\b[^a-z]*$",
+    re.I)
+SHORT_QUERY_WORDS = 6
+
+
+def follow_up(text: str) -> bool:
+    """Whether a message leans on what was said before: short ("and tomorrow?", "the one before?") or
+    opening or ending with a word that refers back ("what about her?")."""
+    words = re.findall(r"[^\W_]+", text)
+    return len(words) <= SHORT_QUERY_WORDS or bool(_REFERRING.search(text.strip()))
+
+
+def conversation_query(user_texts: Sequence[str], max_chars: int = 4000) -> str:
+    """What to search for, given the user's messages of a conversation, oldest first: the latest one, and,
+    when it is a follow-up, the one before it too ("I'm planning a trip to Lisbon" + "what about the
+    weather?"), so the search finds what the conversation is about."""
+    texts = [t.strip() for t in user_texts if t and t.strip()]
+    if not texts:
+        return ""
+    query = texts[-1]
+    if len(texts) > 1 and follow_up(query):
+        query = texts[-2][-max_chars // 2:] + "\n" + query
+    return query[-max_chars:]
