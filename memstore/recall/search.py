@@ -161,7 +161,22 @@ def hybrid_search(
                 _add(sources, nb, "neighbour")
         scores = spread
 
-    records = store.get_many(list(scores), user_id, namespace)
+    dates = query_dates(query) if st.date_boost > 0 else []
+    # a query naming one person who speaks in the user's conversations is about what they said; other names
+    # (family, pets, places, colleagues) favour the memories that name them
+    person = named[0] if st.name_boost > 0 and len(named) == 1 else None
+    others = [] if person is not None or st.name_boost <= 0 else \
+        [n for n in entity_names(query) if not any(n in p.split() for p in named)]
+    # Only memories that can still reach the top ``limit`` are loaded: the boosts add at most ``headroom`` to a
+    # fused score. Filters need every record; a short page (invalidated or filtered hits) loads the rest.
+    headroom = (st.name_boost if person is not None or others else 0.0) + (st.date_boost if dates else 0.0) + \
+        st.recency_weight + st.pinned_boost
+    order = sorted(scores, key=scores.__getitem__, reverse=True)
+    first = order
+    if not filters and len(order) > limit:
+        floor = scores[order[limit - 1]] - headroom
+        first = [mid for mid in order if scores[mid] >= floor]
+    records = store.get_many(first, user_id, namespace)
     if st.include_pinned:
         with Session(store.engine, expire_on_commit=False) as s:
             for rec in s.exec(select(MemoryRecord).where(
@@ -172,24 +187,9 @@ def hybrid_search(
                 _add(sources, rec.id, "pinned")
                 scores.setdefault(rec.id, 0.0)
 
-    dates = query_dates(query) if st.date_boost > 0 else []
-    # a query naming one person who speaks in the user's conversations is about what they said; other names
-    # (family, pets, places, colleagues) favour the memories that name them
-    person = named[0] if st.name_boost > 0 and len(named) == 1 else None
-    others = [] if person is not None or st.name_boost <= 0 else \
-        [n for n in entity_names(query) if not any(n in p.split() for p in named)]
     now = utcnow()
-    hits: list[MemoryHit] = []
-    for mid, base in scores.items():
-        rec = records.get(mid)
-        if rec is None:  # a vector whose row is gone: repaired on the next open
-            continue
-        if rec.user_id != user_id or rec.namespace != namespace:
-            continue
-        if not include_invalid and rec.invalid_at is not None:
-            continue
-        if not _matches(rec, filters):
-            continue
+
+    def score_of(rec: MemoryRecord, base: float) -> float:
         score = base
         when = rec.valid_from or rec.created_at
         if person is not None and said_by(rec.speaker, person):
@@ -203,8 +203,20 @@ def hybrid_search(
             score += st.recency_weight * math.pow(0.5, age_days / st.recency_half_life_days)
         if rec.pinned:
             score += st.pinned_boost
-        hits.append(MemoryHit(memory=rec, score=round(min(1.0, score / st.ceiling), 6),
-                              sources=sources.get(mid, [])))
+        return score
+
+    def keep(rec: MemoryRecord | None) -> bool:
+        # a vector whose row is gone (repaired on the next open), another scope, invalid, or filtered out
+        return rec is not None and rec.user_id == user_id and rec.namespace == namespace and \
+            (include_invalid or rec.invalid_at is None) and _matches(rec, filters)
+
+    hits = [MemoryHit(memory=rec, score=round(min(1.0, score_of(rec, scores[mid]) / st.ceiling), 6),
+                      sources=sources.get(mid, [])) for mid, rec in records.items() if keep(rec)]
+    if len(hits) < limit and len(first) < len(order):  # the loaded page ran short: score the rest too
+        rest = store.get_many(order[len(first):], user_id, namespace)
+        hits += [MemoryHit(memory=rec, score=round(min(1.0, score_of(rec, scores[mid]) / st.ceiling), 6),
+                           sources=sources.get(mid, [])) for mid, rec in rest.items()
+                 if mid not in records and keep(rec)]
     hits.sort(key=lambda h: h.score, reverse=True)
     if timings is not None:
         timings["total"] = time.perf_counter() - t0
