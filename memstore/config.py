@@ -73,12 +73,14 @@ class MemoryConfig(BaseModel):
 
     def __init__(self, **data: Any) -> None:
         explicit = set(data)
+        from_env: dict[str, str] = {}
         for name, field in type(self).model_fields.items():
             if name in explicit:
                 continue
             raw = os.environ.get(ENV_PREFIX + name.upper())
             if raw is None or raw == "":
                 continue
+            from_env[name] = raw
             ann = field.annotation
             if ann is bool:
                 data[name] = raw.strip().lower() in {"1", "true", "yes", "on"}
@@ -87,7 +89,7 @@ class MemoryConfig(BaseModel):
         try:
             super().__init__(**data)
         except ValueError as exc:  # pydantic.ValidationError is a ValueError
-            raise ConfigError(f"invalid memstore configuration: {exc}") from exc
+            raise ConfigError(_config_error(exc, data, from_env)) from exc
 
     # ---- derived values -------------------------------------------------------------------------
     def resolved_home(self) -> Path:
@@ -104,3 +106,34 @@ class MemoryConfig(BaseModel):
     @property
     def is_sqlite(self) -> bool:
         return self.resolved_database_url().startswith("sqlite")
+
+
+def _config_error(exc: ValueError, data: dict[str, Any], from_env: dict[str, str]) -> str:
+    """One line per bad setting, naming where it came from: ``MEMSTORE_TOKEN_BUDGET='lots': must be an
+    integer`` (an environment variable) or ``token_budget='lots': ...`` (an argument)."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return f"invalid memstore configuration: {exc}"
+    parts = []
+    for err in errors():
+        loc = err.get("loc") or ()
+        name = str(loc[0]) if loc else "?"
+        if name in from_env:
+            where = f"{ENV_PREFIX}{name.upper()}={from_env[name]!r}"
+        else:
+            where = f"{name}={data.get(name)!r}" if name in data else name
+        parts.append(f"{where}: {_explain(err)}")
+    return "invalid memstore configuration: " + "; ".join(parts)
+
+
+_ERROR_TEXT = {"int_parsing": "must be an integer", "int_from_float": "must be an integer",
+               "float_parsing": "must be a number", "bool_parsing": "must be true or false",
+               "extra_forbidden": "is not a memstore setting", "missing": "is required"}
+
+
+def _explain(err: dict[str, Any]) -> str:
+    kind = str(err.get("type", ""))
+    if kind in _ERROR_TEXT:
+        return _ERROR_TEXT[kind]
+    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    return msg.replace("Input should be", "must be")

@@ -1,6 +1,7 @@
 """Process-wide counters (requests, injected tokens, fail-open events, compliance ...).
 
-Plain integers behind a lock; the proxy server renders them in Prometheus text format.
+Plain integers behind a lock; the proxy server renders them in Prometheus text format. A labelled counter
+is kept under its Prometheus series name, ``name{label="value"}`` (``inc(name, reason="timeout")``).
 """
 
 from __future__ import annotations
@@ -23,12 +24,31 @@ HELP = {
     "memstore_dense_fallback_total": "Searches answered lexically only because the vector index failed.",
     "memstore_vector_cache_hits_total": "Dense queries answered from the in-process scope vector cache.",
     "memstore_vector_cache_misses_total": "Dense queries sent to the vector index (scope loading or too big).",
+    "memstore_extraction_failures_total": "Turns whose extraction failed, by reason (unreachable, auth, "
+                                          "model_not_found, rate_limited, timeout, invalid_output, error).",
 }
 
 
-def inc(name: str, value: float = 1) -> None:
+def series(name: str, **labels: str) -> str:
+    """The Prometheus series name: ``name`` or ``name{a="x",b="y"}`` (labels sorted, values escaped)."""
+    if not labels:
+        return name
+
+    def esc(v: str) -> str:
+        return str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+    return name + "{" + ",".join(f'{k}="{esc(v)}"' for k, v in sorted(labels.items())) + "}"
+
+
+def base_name(series_name: str) -> str:
+    """``name`` of ``name{...}``."""
+    return series_name.split("{", 1)[0]
+
+
+def inc(name: str, value: float = 1, **labels: str) -> None:
+    key = series(name, **labels)
     with _lock:
-        _counters[name] += value  # type: ignore[assignment]
+        _counters[key] += value  # type: ignore[assignment]
 
 
 def snapshot() -> dict[str, float]:

@@ -3,23 +3,126 @@
 Turns are claimed atomically (so several workers, threads or processes, never extract one turn twice),
 unfinished claims of a crashed worker are replayed after their lease, and failures are retried with
 backoff up to ``MemoryConfig.extraction_max_attempts`` and then stay visible as failed.
+
+Failed extractions are never silent: ``ExtractionHealth`` counts them by reason
+(``memstore_extraction_failures_total{reason=...}``), logs each distinct cause once with what to change, and
+keeps the last one for ``/healthz`` and ``memstore chat``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 import uuid
+from collections import Counter
+from typing import Any
 
+from memstore import metrics
 from memstore.extract.pipeline import Extraction
+from memstore.records import Turn
 
 log = logging.getLogger("memstore")
 
+_STATUS = re.compile(r"(?:status[_ ]code|Error code|HTTP)[=: ]+(\d{3})", re.IGNORECASE)
+
+
+def failure_reason(error: str) -> tuple[str, str]:
+    """A failed turn's error text as (reason, cause key): the reason is a short metric label, the cause key
+    (reason, exception class, HTTP status) decides what is logged once."""
+    text = error or ""
+    head = text.split(":", 1)[0].strip()
+    status_m = _STATUS.search(text)
+    status = status_m.group(1) if status_m else ""
+    low = text.lower()
+    if "timeout" in low or "timed out" in low:
+        reason = "timeout"
+    elif ("connection" in low and ("error" in low or "refused" in low)) or "unreachable" in low \
+            or "name or service not known" in low:
+        reason = "unreachable"
+    elif "authentication" in low or status in ("401", "403") or "api key" in low or "api_key" in low:
+        reason = "auth"
+    elif "notfound" in low.replace(" ", "") or status == "404" or "does not exist" in low:
+        reason = "model_not_found"
+    elif "ratelimit" in low.replace(" ", "") or status == "429":
+        reason = "rate_limited"
+    elif any(w in low for w in ("validation", "json", "parse", "schema")) or head in ("ExtractionError",):
+        reason = "invalid_output"
+    else:
+        reason = "error"
+    return reason, f"{reason}:{head}:{status}"
+
+
+def failure_hint(reason: str, api_base: str | None = None, model: str | None = None) -> str:
+    """What to change for a failure reason (one sentence, names the settings)."""
+    where = f" at {api_base}" if api_base else ""
+    what = f" {model!r}" if model else ""
+    return {
+        "unreachable": f"extraction model unreachable{where}: set MEMSTORE_LLM_API_BASE (memstore serve: "
+                       "--upstream-base-url) to a reachable OpenAI-compatible server",
+        "auth": f"extraction model{where} refused the API key: set MEMSTORE_LLM_API_KEY (memstore serve: "
+                "--upstream-api-key)",
+        "model_not_found": f"extraction model{what} not found{where}: set MEMSTORE_LLM_MODEL (memstore serve: "
+                           "--extract-model)",
+        "rate_limited": f"extraction model{where} is rate limiting; failed turns are retried (memstore turns retry)",
+        "timeout": f"extraction model{where} timed out: raise MEMSTORE_LLM_TIMEOUT or use a faster model",
+        "invalid_output": f"extraction model{what} returned output memstore could not use: try a stronger model "
+                          "(MEMSTORE_LLM_MODEL) or MEMSTORE_EXTRACTOR=heuristic",
+    }.get(reason, "extraction failed; see `memstore turns list --status failed`")
+
+
+class ExtractionHealth:
+    """Extraction failures this process saw: counted by reason, each distinct cause logged once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.failed_turns = 0
+        self.by_reason: Counter[str] = Counter()
+        self.last_error: str | None = None
+        self._logged: set[str] = set()
+
+    def note(self, turns: list[Turn], extraction: Extraction) -> None:
+        """Looks at turns ``Extraction.process`` just handled (``mark`` updates them in place)."""
+        failed = [t for t in turns if t.status == "failed"]
+        if not failed:
+            return
+        api_base, model = _llm_target(extraction)
+        for t in failed:
+            reason, cause = failure_reason(t.error or "")
+            message = f"{failure_hint(reason, api_base, model)} ({_clip(t.error or 'unknown error')})"
+            metrics.inc("memstore_extraction_failures_total", reason=reason)
+            with self._lock:
+                self.failed_turns += 1
+                self.by_reason[reason] += 1
+                self.last_error = message
+                first = cause not in self._logged
+                self._logged.add(cause)
+            if first:
+                log.warning("memstore extraction failing: %s", message)
+
+    def as_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return {"failed_turns": self.failed_turns, "by_reason": dict(self.by_reason),
+                    "last_error": self.last_error}
+
+
+def _llm_target(extraction: Extraction) -> tuple[str | None, str | None]:
+    try:
+        llm = extraction.llm() if extraction.extractor == "llm" else None
+    except Exception:  # a misconfigured model must not break the bookkeeping
+        return None, None
+    return getattr(llm, "api_base", None), getattr(llm, "model", None)
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    one = " ".join(text.split())
+    return one if len(one) <= limit else one[: limit - 1] + "…"
+
 
 def drain(extraction: Extraction, worker_id: str | None = None, batch: int = 32,
-          max_rounds: int | None = None) -> int:
+          max_rounds: int | None = None, health: ExtractionHealth | None = None) -> int:
     """Processes pending turns in the calling thread until none are left. Returns turns handled."""
     worker_id = worker_id or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     extractor = extraction.make_extractor()
@@ -29,6 +132,8 @@ def drain(extraction: Extraction, worker_id: str | None = None, batch: int = 32,
         if not turns:
             break
         extraction.process(turns, extractor)
+        if health is not None:
+            health.note(turns, extraction)
         handled += len(turns)
         rounds += 1
     return handled
@@ -49,6 +154,7 @@ class Worker:
         self._lock = threading.Lock()
         self.processed = 0
         self.errors = 0
+        self.health = ExtractionHealth()
 
     def start(self) -> Worker:
         with self._lock:
@@ -75,6 +181,7 @@ class Worker:
                 turns = self.extraction.outbox.claim(self.id, self.batch)
                 if turns:
                     self.extraction.process(turns, extractor)
+                    self.health.note(turns, self.extraction)
                     self.processed += len(turns)
                     continue
             except Exception as exc:  # never let the thread die: log, back off, go on
@@ -88,7 +195,7 @@ class Worker:
         """Waits until the outbox (or the given turns) has nothing pending. True if it emptied in time."""
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self.running:
-            drain(self.extraction, self.id)
+            drain(self.extraction, self.id, health=self.health)
         while True:
             if self.extraction.outbox.pending(turn_ids) == 0:
                 return True

@@ -142,7 +142,7 @@ def test_memories_list_json_and_table(home: Path, seeded: dict[str, str]) -> Non
     table = run(home, "memories", "list", "--user", "alice").stdout
     assert "Lives in Berlin" in table and seeded["Lives in Berlin"][:8] in table
     assert "No memories" in run(home, "memories", "list", "--user", "nobody").stderr
-    one_line_error(run(home, "memories", "list", "--user", "alice", "--kind", "bogus", code=1), "kind")
+    one_line_error(run(home, "memories", "list", "--user", "alice", "--kind", "bogus", code=2), "kind")
 
 
 def test_memories_add_search_show(home: Path) -> None:
@@ -216,7 +216,7 @@ def test_delete_invalidate_restore_history(home: Path, seeded: dict[str, str]) -
     assert next(m for m in listed if m["id"] == mid)["invalid_at"] is not None
     run(home, "memories", "restore", mid)
     assert len(as_json(run(home, "memories", "list", "--user", "alice", "--json"))) == 3
-    deleted = as_json(run(home, "memories", "delete", mid[:10], "--json"))
+    deleted = as_json(run(home, "memories", "delete", mid[:10], "--yes", "--json"))
     assert deleted["event"] == "DELETE"
     one_line_error(run(home, "memories", "show", mid, code=1), "was deleted", "memories history")
     events = as_json(run(home, "memories", "history", mid[:8], "--json"))  # history outlives the memory
@@ -254,7 +254,7 @@ def test_rules_lifecycle(home: Path, mem: Any) -> None:
                          "-p", "n=30", "--json"))
     assert custom["params"] == {"n": 30}
     assert "Already a rule" in run(home, "rules", "add", "--user", "alice", "never use capital letters").stdout
-    one_line_error(run(home, "rules", "add", "--user", "alice", "x", "--checker", "nope", code=1))
+    one_line_error(run(home, "rules", "add", "--user", "alice", "x", "--checker", "nope", code=2))
     one_line_error(run(home, "rules", "add", "--user", "alice", "x", "-p", "novalue", code=2), "KEY=VALUE")
     proposal = mem.rules("alice").add("Answer in French", proposed=True, source="extracted", actor="llm")
 
@@ -504,7 +504,7 @@ def test_extensions_are_loaded_on_use(home: Path, monkeypatch: pytest.MonkeyPatc
     one_line_error(crashed, "unexpected RuntimeError: kaput", "MEMSTORE_DEBUG")
     run(home, "serve", "--port", "9999")
     assert seen["port"] == 9999
-    one_line_error(run(home, "eval", "go", code=2), "Missing argument 'name'", "memstore eval go --help")
+    one_line_error(run(home, "eval", "go", code=2), "Missing argument 'NAME'", "memstore eval go --help")
 
 
 def test_lazy_imports_keep_help_fast(home: Path) -> None:

@@ -124,7 +124,7 @@ def test_write_commands_and_search(home: Path, seeded: dict[str, str]) -> None:
     cli("memories", "restore", mid, home=home)
     assert js(cli("memories", "edit", mid, "--text", "Lives in Lisbon", "--json", home=home))["text"] == \
         "Lives in Lisbon"
-    cli("memories", "delete", mid, home=home)
+    cli("memories", "delete", mid, "--yes", home=home)
     events = js(cli("memories", "history", mid, "--json", home=home))
     assert [e["event"] for e in events] == ["ADD", "INVALIDATE", "RESTORE", "UPDATE", "DELETE"]
     assert {e["actor"] for e in events[1:]} == {"cli"}

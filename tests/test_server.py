@@ -393,11 +393,11 @@ def test_malformed_bodies_get_openai_shaped_400s(server: ServerProcess, keys: di
         b"": "invalid_json",
         json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode(): "missing_required_parameter",
         json.dumps({"model": "scripted-model", "messages": []}).encode(): "invalid_value",
-        json.dumps({"model": "scripted-model", "messages": ["hi"]}).encode(): "invalid_value",
+        json.dumps({"model": "scripted-model", "messages": ["hi"]}).encode(): "invalid_type",
         json.dumps({"model": "scripted-model", "messages": [{"role": "user", "content": "hi"}],
                     "api_base": "http://evil.example"}).encode(): "unknown_parameter",
         json.dumps({"model": "scripted-model", "messages": [{"role": "user", "content": "hi"}],
-                    "memory": {"colour": "red"}}).encode(): "invalid_value",
+                    "memory": {"colour": "red"}}).encode(): "unknown_parameter",
     }
     for payload, code in cases.items():
         resp = httpx.post(url, content=payload, headers=auth)

@@ -34,8 +34,8 @@ def _turns(home: Path) -> list[Turn]:
 def test_sigkill_mid_stream_loses_no_recorded_turn(tmp_path: Path, llm: ScriptedLLM) -> None:
     home = tmp_path / "store"
     _row, key = open_keys(home=str(home)).create("crash-test")
-    common = ["--upstream-base-url", llm.base_url, "--upstream-max-retries", "0", "--embedder", "hash",
-              "--extractor", "heuristic", "--rate-limit", "0"]
+    common = ["--upstream-base-url", llm.base_url, "--upstream-max-retries", "0", "--extractor", "heuristic",
+              "--rate-limit", "0"]
     first = ServerProcess(home, [*common, "--no-worker"]).start()
     try:
         c = openai.OpenAI(base_url=first.base_url, api_key=key, max_retries=0)

@@ -38,7 +38,7 @@ def keys(home: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def server(home: Path, keys: dict[str, str], upstream: ScriptedLLM) -> Iterator[ServerProcess]:
     args = ["--upstream-base-url", upstream.base_url, "--upstream-api-key", "k", "--upstream-max-retries", "0",
-            "--extractor", "heuristic", "--embedder", "hash", "--no-worker",
+            "--extractor", "heuristic", "--no-worker",
             "--rate-limit", "1", "--rate-burst", "3", "--max-body-bytes", str(MAX_BODY), "--max-messages", "5",
             "--model", "scripted-model", "--allow-param", "top_k"]
     with ServerProcess(home, args) as srv:

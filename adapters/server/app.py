@@ -28,7 +28,13 @@ import anyio
 import anyio.lowlevel
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from memstore.adapters.server.limits import ApiError, check_chat_body, read_json, upstream_error
+from memstore.adapters.server.limits import (
+    ApiError,
+    check_chat_body,
+    check_memory_options,
+    read_json,
+    upstream_error,
+)
 from memstore.adapters.server.memory_api import router as memory_router
 from memstore.adapters.server.state import (
     USER_HEADER,
@@ -40,6 +46,7 @@ from memstore.adapters.server.state import (
     state_of,
 )
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -108,7 +115,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
 
     app = FastAPI(title="memstore proxy", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.statuses = statuses
-    app.state.chat_params = _chat_params() | set(settings.allow_params)
+    app.state.openai_params = _chat_params()
+    app.state.chat_params = app.state.openai_params | set(settings.allow_params)
     app.add_middleware(_StatusCounter, counts=statuses)
     _install_error_handlers(app)
     app.include_router(memory_router)
@@ -142,7 +150,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(MemstoreError)
     async def _memstore(_r: Request, exc: MemstoreError) -> Response:
         status = 503 if isinstance(exc, ConfigError | StorageError) else 500
-        return ApiError(status, f"memory layer error: {exc}", type="server_error", code="memory_error").response()
+        busy = "locked" in str(exc).lower() or "busy" in str(exc).lower()
+        log.warning("memory layer error (%d): %s", status, exc)  # the detail (SQL ...) stays in the server log
+        return ApiError(status, f"memory layer error ({'database busy' if busy else type(exc).__name__}); "
+                                "the server log has the details", type="server_error", code="memory_error").response()
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_r: Request, exc: RequestValidationError) -> Response:
@@ -157,6 +168,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         code = {404: "unknown_url", 405: "method_not_allowed"}.get(exc.status_code)
         return ApiError(exc.status_code, str(exc.detail), code=code).response()
 
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(r: Request, _exc: ClientDisconnect) -> Response:
+        log.info("client %s disconnected before sending the whole request (%s %s)",
+                 r.client.host if r.client else "?", r.method, r.url.path)
+        return Response(status_code=499)  # nobody reads it (nginx's "client closed request")
+
     @app.exception_handler(Exception)
     async def _crash(_r: Request, exc: Exception) -> Response:
         log.exception("memstore serve: unhandled error")
@@ -170,11 +187,7 @@ async def chat_completions(request: Request) -> Response:
     scope = await authorize(request)
     body = await read_json(request, st.settings.max_body_bytes)
     check_chat_body(body, st.settings.max_messages)
-    mem_opts = body.pop("memory", None)
-    if mem_opts is None:
-        mem_opts = {}
-    if not isinstance(mem_opts, dict):
-        raise ApiError(400, "'memory' must be an object", param="memory", code="invalid_type")
+    mem_opts = check_memory_options(body.pop("memory", None))
     unknown = sorted(set(body) - request.app.state.chat_params)
     if unknown:
         raise ApiError(400, f"Unrecognized request argument supplied: {', '.join(unknown)}", param=unknown[0],
@@ -188,8 +201,11 @@ async def chat_completions(request: Request) -> Response:
     if user:
         mem_opts["user_id"] = user
     stream = bool(body.pop("stream", False))
+    # vendor parameters allowed with --allow-param travel in the request body, not as SDK arguments
+    vendor = {k: body.pop(k) for k in list(body) if k not in request.app.state.openai_params}
     try:
-        result = await st.client.chat.completions.create(stream=stream, extra_body={"memory": mem_opts}, **body)
+        result = await st.client.chat.completions.create(stream=stream, extra_body={**vendor, "memory": mem_opts},
+                                                         **body)
     except MemstoreError:
         raise
     except Exception as exc:
@@ -198,7 +214,13 @@ async def chat_completions(request: Request) -> Response:
         log.warning("upstream error %d for model %s: %s", err.status, body.get("model"), err.message)
         raise err from None
     if not stream:
-        info = result.memstore
+        if not isinstance(getattr(result, "choices", None), list):  # HTML, {}, choices: null ... from upstream
+            metrics.inc("memstore_server_upstream_errors_total")
+            log.warning("upstream answered model %s with something that is no chat completion: %.200r",
+                        body.get("model"), result)
+            raise ApiError(502, "upstream model error: the upstream answered with something that is not a chat "
+                                "completion (no 'choices' list)", type="upstream_error", code="upstream_error")
+        info = getattr(result, "memstore", None)
         return Response(result.model_dump_json(), media_type="application/json", headers=_info_headers(info))
     return await _stream_response(result)
 
@@ -284,8 +306,29 @@ def _info_headers(info: Any) -> dict[str, str]:
     if info.turn_id:
         out["x-memstore-turn-id"] = info.turn_id
     if info.failed_open:
-        out["x-memstore-failed-open"] = quote(info.failed_open[:200], safe=" :")
+        out["x-memstore-failed-open"] = failed_open_reason(info.failed_open)
     return out
+
+
+_FAILED_STEPS = ("retrieval", "recording", "compliance")
+
+
+def failed_open_reason(detail: str) -> str:
+    """A short reason code for the ``x-memstore-failed-open`` header (``retrieval-db-busy``,
+    ``recording-failed`` ...). The detail (SQL, exception text) stays in the server log: it can name tables,
+    statements or stored text, and the API client only needs to know what was skipped and roughly why."""
+    step = detail.split(":", 1)[0].strip()
+    step = step if step in _FAILED_STEPS else "memory"
+    low = detail.lower()
+    if "database is locked" in low or "database is busy" in low or "lock timeout" in low or "busy" in low:
+        kind = "db-busy"
+    elif "timeout" in low or "timed out" in low:
+        kind = "timeout"
+    elif "operationalerror" in low or "storageerror" in low or "database" in low:
+        kind = "db-error"
+    else:
+        kind = "failed"
+    return f"{step}-{kind}"
 
 
 # ---- models -----------------------------------------------------------------------------------------
@@ -342,21 +385,46 @@ async def healthz(request: Request) -> Response:
     try:
         await run(db_ok)
     except Exception as exc:
-        return JSONResponse({"status": "error", "error": f"database: {exc}"}, status_code=503)
+        log.warning("healthz: database check failed: %s", exc)
+        return JSONResponse({"status": "error", "error": f"database unavailable ({type(exc).__name__})"},
+                            status_code=503)
     return JSONResponse({"status": "ok", "version": _version(), "uptime_s": round(time.time() - st.started, 1),
-                         "worker": st.client.worker.running, "pid": os.getpid()})
+                         "worker": st.client.worker.running, "pid": os.getpid(),
+                         "extraction": await _extraction_health(st)})
+
+
+async def _extraction_health(st: ServerState) -> dict[str, Any]:
+    """Failed turns in the outbox (all processes) and what this process's worker saw fail last."""
+    seen = st.client.worker.health.as_dict()
+
+    def from_outbox() -> tuple[int, str | None]:
+        failed = st.memory.outbox.counts().get("failed", 0)
+        latest = st.memory.outbox.list(status="failed", limit=1) if failed and not seen["last_error"] else []
+        return failed, (latest[0].error if latest else None)
+
+    try:
+        failed, latest = await run(from_outbox)
+    except Exception:  # the health answer must not fail on a busy database
+        failed, latest = None, None
+    return {"failed_turns": failed, "failures_seen": seen["failed_turns"], "by_reason": seen["by_reason"],
+            "last_error": seen["last_error"] or (" ".join(latest.split())[:300] if latest else None)}
 
 
 async def prometheus(request: Request) -> Response:
 
     st = state_of(request)
     counters = metrics.snapshot()
+    series: dict[str, list[str]] = {}  # base name -> its series (labelled counters have several)
+    for key in sorted(counters):
+        series.setdefault(metrics.base_name(key), []).append(key)
     lines: list[str] = []
     for name, help_text in {**metrics.HELP, **SERVER_HELP}.items():
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter", f"{name} {_num(counters.get(name, 0))}"]
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+        keys = series.get(name) or [name]
+        lines += [f"{key} {_num(counters.get(key, 0))}" for key in keys]
     known = set(metrics.HELP) | set(SERVER_HELP)
-    for name in sorted(set(counters) - known):
-        lines += [f"# TYPE {name} counter", f"{name} {_num(counters[name])}"]
+    for name in sorted(set(series) - known):
+        lines += [f"# TYPE {name} counter", *(f"{key} {_num(counters[key])}" for key in series[name])]
     lines += ["# HELP memstore_http_responses_total HTTP responses of the proxy by status code.",
               "# TYPE memstore_http_responses_total counter"]
     for code, n in sorted(request.app.state.statuses.items()):
@@ -398,7 +466,7 @@ def run_server(settings: ServerSettings, host: str = "127.0.0.1", port: int = 87
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx", "httpcore", "chromadb"):
+    for noisy in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx", "httpx2", "httpcore", "chromadb"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     if not settings.auth and host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("memstore serve: --no-auth on %s: anyone who can reach this port can read every memory", host)
@@ -406,9 +474,14 @@ def run_server(settings: ServerSettings, host: str = "127.0.0.1", port: int = 87
                 timeout_graceful_shutdown=10)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # what memstore.testing.server_process runs: `memstore serve` without the CLI around it
+    import sys
+
     import typer
 
+    from memstore.cli.app import run_guarded
     from memstore.cli.serve import serve
 
-    typer.run(serve)
+    _cli = typer.Typer(add_completion=False)
+    _cli.command()(serve)
+    sys.exit(run_guarded(lambda: typer.main.get_command(_cli).main(standalone_mode=False)))

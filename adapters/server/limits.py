@@ -44,10 +44,6 @@ class ApiError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
-def error_response(status: int, message: str, **kwargs: Any) -> JSONResponse:
-    return ApiError(status, message, **kwargs).response()
-
-
 # ---- request bodies ---------------------------------------------------------------------------------
 
 async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
@@ -72,6 +68,7 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
     raw = b"".join(chunks)
     if not raw.strip():
         raise ApiError(400, "The request body is empty; send a JSON object.", code="invalid_json")
+    check_depth(raw)
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -80,6 +77,93 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
         raise ApiError(400, f"The request body must be a JSON object, not {type(data).__name__}.",
                        code="invalid_json")
     return data
+
+
+MAX_JSON_DEPTH = 64
+_JSON_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+def check_depth(raw: bytes, limit: int = MAX_JSON_DEPTH) -> None:
+    """400 for JSON nested deeper than ``limit`` (json.loads would recurse until RecursionError). Strings are
+    skipped whole by the regular expression, so brackets inside them do not count."""
+    depth = 0
+    for m in _JSON_TOKENS.finditer(raw):
+        tok = m.group()
+        if tok in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                raise ApiError(400, f"The request body is nested deeper than {limit} levels.", code="invalid_json")
+        elif tok in (b"]", b"}"):
+            depth -= 1
+
+
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+MEMORY_OPTIONS = {"user_id": str, "namespace": str, "enabled": bool, "extract": bool, "token_budget": int}
+
+
+def _bad(message: str, param: str, code: str = "invalid_value") -> ApiError:
+    return ApiError(400, message, param=param, code=code)
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def check_message(i: int, m: Any) -> None:
+    """One chat message as OpenAI checks it: an object, a known role, string or parts content."""
+    where = f"messages[{i}]"
+    if not isinstance(m, dict):
+        raise _bad(f"Invalid type for '{where}': expected an object, but got {_type_name(m)} instead.", where,
+                   "invalid_type")
+    role = m.get("role")
+    if not isinstance(role, str):
+        raise _bad(f"Missing required parameter: '{where}.role'." if role is None else
+                   f"Invalid type for '{where}.role': expected a string, but got {_type_name(role)} instead.",
+                   f"{where}.role", "missing_required_parameter" if role is None else "invalid_type")
+    if role not in ROLES:
+        raise _bad(f"Invalid value: '{role}'. Supported values are: {', '.join(repr(r) for r in ROLES)}.",
+                   f"{where}.role")
+    content = m.get("content")
+    if content is None:
+        if role in ("assistant", "function"):
+            return  # an assistant turn may carry only tool_calls / function_call / refusal
+        raise _bad(f"Missing required parameter: '{where}.content'.", f"{where}.content",
+                   "missing_required_parameter")
+    if isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise _bad(f"Invalid type for '{where}.content': expected one of a string or array of objects, but got "
+                   f"{_type_name(content)} instead.", f"{where}.content", "invalid_type")
+    for j, part in enumerate(content):
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise _bad(f"Invalid type for '{where}.content[{j}]': expected an object with a 'type', but got "
+                       f"{_type_name(part)} instead.", f"{where}.content[{j}]", "invalid_type")
+
+
+def check_memory_options(opts: Any) -> dict[str, Any]:
+    """The body's ``memory`` object (memstore's options): known keys of the right types, a positive budget."""
+    if opts is None:
+        return {}
+    if not isinstance(opts, dict):
+        raise _bad(f"Invalid type for 'memory': expected an object, but got {_type_name(opts)} instead.", "memory",
+                   "invalid_type")
+    for key, value in opts.items():
+        want = MEMORY_OPTIONS.get(key)
+        param = f"memory.{key}"
+        if want is None:
+            raise _bad(f"Unrecognized memory option: '{key}'. Known: {', '.join(sorted(MEMORY_OPTIONS))}.", param,
+                       "unknown_parameter")
+        if value is None:
+            continue
+        if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+            raise _bad(f"Invalid type for '{param}': expected {_type_name(want())}, but got {_type_name(value)} "
+                       "instead.", param, "invalid_type")
+        if key == "token_budget" and value <= 0:
+            raise _bad(f"Invalid '{param}': {value}; it must be a positive integer.", param)
+        if want is str and not value.strip():
+            raise _bad(f"Invalid '{param}': it must not be empty.", param)
+    return {k: v for k, v in opts.items() if v is not None}
 
 
 def check_chat_body(body: dict[str, Any], max_messages: int) -> None:
@@ -95,9 +179,7 @@ def check_chat_body(body: dict[str, Any], max_messages: int) -> None:
         raise ApiError(400, f"'messages' has {len(messages)} items; this server accepts at most {max_messages}.",
                        param="messages", code="too_many_messages")
     for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            raise ApiError(400, f"messages[{i}] must be an object with a 'role'", param=f"messages[{i}]",
-                           code="invalid_value")
+        check_message(i, m)
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise ApiError(400, "'stream' must be a boolean", param="stream", code="invalid_type")
@@ -169,16 +251,22 @@ class RateLimiter:
 def upstream_error(exc: BaseException) -> ApiError:
     """A litellm / provider exception as the provider's status in OpenAI's error shape.
 
-    Connection failures are 502; timeouts 504; errors without a status 502 as well (the proxy itself is
-    fine, the upstream is not)."""
+    Connection failures, an upstream 500 and answers that are no completion (HTML, ``{}``, an empty body,
+    ``choices: null``) are 502; timeouts 504; errors without a status 502 as well (the proxy itself is fine,
+    the upstream is not). So is an upstream 401/403: it refused the *server's* upstream key, and passing it on
+    would tell the client its own (proxy) key is wrong. Other statuses (400, 404, 429, 503 ...) pass through."""
     name = type(exc).__name__
     status = getattr(exc, "status_code", None)
-    message = re.sub(r"^litellm\.\w+: (\w+: )?(\w+Exception - )?", "", str(getattr(exc, "message", None) or exc))
+    code = getattr(exc, "code", None)
+    message = re.sub(r"litellm\.\w+: (\w+: )?(\w+Exception - )?", "", str(getattr(exc, "message", None) or exc))
     if "Timeout" in name:
         status = 504
-    elif ("APIConnectionError" in name or not isinstance(status, int) or status < 400
+    elif ("APIConnectionError" in name or not isinstance(status, int) or status < 400 or status == 500
           or "Connection error" in message):
-        status = 502
+        status = 502  # 500 too: it is the upstream's failure (or a body it sent that is no completion)
+    elif status in (401, 403):
+        status, code = 502, "upstream_auth_error"
+        message = f"the upstream refused the server's API key (check --upstream-api-key): {message}"
     headers: dict[str, str] = {}
     response = getattr(exc, "response", None)
     retry = None
@@ -189,8 +277,5 @@ def upstream_error(exc: BaseException) -> ApiError:
     if status == 429:
         headers["Retry-After"] = str(retry or 1)
     kind = ERROR_TYPES.get(status, "upstream_error" if status >= 500 else "invalid_request_error")
-    if status == 401:
-        kind = "authentication_error"
-    code = getattr(exc, "code", None)
     return ApiError(status, f"upstream model error: {message}", type=kind, headers=headers,
                     code=code if isinstance(code, str) else "upstream_error")

@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import memstore.adapters.server.keys  # noqa: F401  (registers proxy_keys on SQLModel.metadata before any engine exists)
@@ -19,6 +19,9 @@ from starlette.requests import Request
 from memstore import metrics
 from memstore.errors import InvalidInputError
 from memstore.validate import check_scope
+
+if TYPE_CHECKING:
+    from memstore.storage.embed import Embedder
 
 log = logging.getLogger("memstore.server")
 T = TypeVar("T")
@@ -50,7 +53,7 @@ class ServerSettings:
     strict: bool = False
     models: list[str] = field(default_factory=list)        # if set: the only models clients may use
     allow_params: list[str] = field(default_factory=list)  # extra body params passed upstream
-    embedder: str = "default"             # "default" (sentence-transformers) or "hash" (tests only)
+    embedder: Embedder | None = None      # None: the default (the bundled MiniLM); tests pass a HashEmbedder
     threads: int = 16
     warmup: bool = True
 
@@ -83,14 +86,7 @@ class ServerState:
             model = cfg.llm_model if "/" in cfg.llm_model else f"openai/{cfg.llm_model}"
             cfg = cfg.model_copy(update={"llm_api_base": settings.upstream_base_url, "llm_model": model,
                                          "llm_api_key": cfg.llm_api_key or settings.upstream_api_key})
-        embedder = None
-        if settings.embedder == "hash":
-            from memstore.storage.embed import HashEmbedder
-
-            embedder = HashEmbedder()
-        elif settings.embedder != "default":
-            raise InvalidInputError(f"unknown embedder {settings.embedder!r}: default or hash")
-        self.memory = Memory(config=cfg, embedder=embedder)
+        self.memory = Memory(config=cfg, embedder=settings.embedder)
         self.keys = KeyStore(self.memory.engine)
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
         # an OpenAI-compatible upstream that needs no key (ollama, vLLM ...) still gets one: the SDK insists
@@ -102,8 +98,8 @@ class ServerState:
             start_worker=settings.worker,
         )
         if settings.auth and self.keys.count_active() == 0:
-            log.warning("memstore serve: no proxy keys exist, every request will get 401; "
-                        "create one with `memstore keys create --name NAME`")
+            log.warning("memstore serve: no proxy keys exist, so every request will get 401 until one is created "
+                        "with `%s` (or run with --no-auth for local development)", keys_create_hint(settings))
 
     def warmup(self) -> None:
         """Loads what the first request would otherwise wait for: the index, the embedder, litellm."""
@@ -145,6 +141,28 @@ class Scope:
         self.namespace = namespace
 
 
+def keys_create_hint(settings: ServerSettings) -> str:
+    """The exact command that creates a proxy key in this server's database."""
+    import shlex
+
+    if settings.database_url:
+        return "MEMSTORE_DATABASE_URL=... memstore keys create --name NAME"
+    where = f"--home {shlex.quote(settings.home)} " if settings.home else ""
+    return f"memstore {where}keys create --name NAME"
+
+
+async def _no_keys_hint(st: ServerState) -> str:
+    """Said in a 401 while the server has no active key at all: nobody can get in until one is created."""
+    try:
+        active = await run(st.keys.count_active)
+    except Exception:
+        return ""
+    if active:
+        return ""
+    return (f" This server has no proxy keys yet: its operator must create one with "
+            f"`{keys_create_hint(st.settings)}` and give it to you as the API key.")
+
+
 def state_of(request: Request) -> ServerState:
     return request.app.state.srv  # type: ignore[no-any-return]
 
@@ -183,12 +201,13 @@ async def authorize(request: Request) -> Scope:
         if not presented:
             metrics.inc("memstore_server_auth_failures_total")
             raise ApiError(401, "You didn't provide an API key. Send a memstore proxy key as "
-                                "'Authorization: Bearer msk_...' (create one with `memstore keys create`).",
+                                "'Authorization: Bearer msk_...'." + await _no_keys_hint(st),
                            code="invalid_api_key")
         key = await run(st.keys.verify, presented)
         if key is None:
             metrics.inc("memstore_server_auth_failures_total")
-            raise ApiError(401, "Incorrect or revoked API key provided.", code="invalid_api_key")
+            raise ApiError(401, "Incorrect or revoked API key provided." + await _no_keys_hint(st),
+                           code="invalid_api_key")
         caller = f"key:{key.id}"
     else:
         caller = f"addr:{request.client.host if request.client else '?'}"

@@ -15,8 +15,11 @@ from memstore.cli.common import (
     JsonOpt,
     OptionalUserOpt,
     UserOpt,
+    YesOpt,
     check_extractor,
+    check_scope_option,
     clip,
+    confirm_or_fail,
     console,
     dumps,
     esc,
@@ -45,7 +48,7 @@ OutOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write to th
                                              show_default=False, dir_okay=False)]
 ScopeNamespaceOpt = Annotated[str | None, typer.Option("--namespace", "-n", help="Only this namespace "
                                                        "(default: all of the user's namespaces).",
-                                                       show_default=False)]
+                                                       show_default=False, callback=check_scope_option)]
 
 
 # ---- users ----------------------------------------------------------------------------------------------
@@ -92,7 +95,7 @@ def _describe(counts: dict[str, int]) -> str:
 def forget(
     user: UserOpt,
     namespace: ScopeNamespaceOpt = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: YesOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Delete everything stored about a user (asks first).
@@ -109,14 +112,7 @@ def forget(
         return
     if not yes:
         info(f"This deletes everything about {esc(user)!r}{esc(where)}: {_describe(stored)}.")
-        try:
-            confirmed = typer.confirm("Delete it for good?", default=False, err=True)
-        except (typer.Abort, EOFError):
-            confirmed = False
-        if not sys.stdin.isatty():  # the answer was not echoed: end the prompt's line
-            sys.stderr.write("\n")
-        if not confirmed:
-            fail("nothing deleted (answer y, or pass --yes)")
+        confirm_or_fail("Delete it for good?", yes)
     with status("Deleting…"):
         counts = mem.forget(user, namespace)
     counts = {"memories": counts.get("memories", 0), "events": stored.get("events", 0),

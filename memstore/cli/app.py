@@ -79,6 +79,7 @@ def load_lazy(name: str) -> Any:
         cmd = typer.main.get_command(single)
     else:
         raise CliError(f"memstore {name} is not available: {module}.{attr} is not a command")
+    _reflow_tree(cmd)
     return cmd
 
 
@@ -103,11 +104,79 @@ def _reflow(text: str | None) -> str | None:
     return "\n\n".join(" ".join(p.split()) for p in re.split(r"\n\s*\n", text.strip()))
 
 
+_NAMED_METAVARS = {"url": "URL", "key": "KEY", "home": "DIR", "dir": "DIR", "port": "PORT", "host": "HOST",
+                   "timeout": "SECONDS", "bytes": "BYTES", "model": "MODEL", "user": "USER", "path": "PATH"}
+
+
+def metavar_for(param: Any) -> str:
+    """What a value-taking option shows after its name: named by what it is (URL, DIR, N ...), never a
+    Python type like ``<str>``."""
+    name = (param.name or "value").lower().strip("_") or "value"
+    last = name.rsplit("_", 1)[-1]
+    if last in _NAMED_METAVARS:
+        return _NAMED_METAVARS[last]
+    desc = getattr(param, "type_descriptor", None)
+    choices = getattr(desc, "choices", None) if getattr(desc, "is_choice", False) else None
+    if choices:
+        return "|".join(str(getattr(c, "value", c)) for c in choices)
+    if getattr(desc, "is_path", False) or getattr(desc, "is_file", False):
+        return "PATH"
+    annotation = getattr(desc, "annotation", None)
+    if annotation is int:
+        return "N"
+    if annotation is float:
+        return "NUMBER"
+    return last.upper()
+
+
+def _no_type(*_args: Any, **_kwargs: Any) -> None:
+    return None
+
+
+def _tidy_param(param: Any) -> None:
+    """Help text reflowed; flags show no metavar and typed options a meaningful one (typer's rich help
+    would print ``<bool>`` / ``<str>``); arguments show their name only."""
+    if getattr(param, "help", None):
+        param.help = _reflow(param.help)
+    kind = getattr(param, "param_type_name", "")
+    if kind == "option":
+        if getattr(param, "is_flag", False) or getattr(param, "count", False):
+            param.metavar = ""
+        elif param.metavar is None:
+            param.metavar = metavar_for(param)
+        ranged = getattr(param, "_get_number_range_help_str", None)
+        limits = ranged() if callable(ranged) else None
+        if limits:  # in the help text, not the narrow placeholder column (where it squeezed option names)
+            param.help = f"{param.help or ''} [{limits}]".strip()
+            param._get_number_range_help_str = _no_type
+    elif kind == "argument":
+        if param.metavar is None:
+            param.metavar = (param.name or "value").upper()
+        param.display_type_rich = _no_type  # the name is the placeholder
+
+
+def _tidy_help_option(cmd: Any) -> None:
+    """``--help`` is made per context, outside ``params``: tidy it as it is made."""
+    made = cmd.get_help_option
+    if getattr(made, "_memstore_tidy", False):
+        return
+
+    def get_help_option(ctx: Any) -> Any:
+        option = made(ctx)
+        if option is not None:
+            _tidy_param(option)
+        return option
+
+    get_help_option._memstore_tidy = True  # type: ignore[attr-defined]
+    cmd.get_help_option = get_help_option
+
+
 def _reflow_tree(cmd: Any) -> None:
     cmd.help = _reflow(cmd.help)
     for param in getattr(cmd, "params", []):
-        if getattr(param, "help", None):
-            param.help = _reflow(param.help)
+        _tidy_param(param)
+    if hasattr(cmd, "get_help_option"):
+        _tidy_help_option(cmd)
     for sub in getattr(cmd, "commands", {}).values():
         _reflow_tree(sub)
 

@@ -29,10 +29,25 @@ MIN_PREFIX = 6
 SHORT_ID = 8
 
 # ---- option types shared by the commands ------------------------------------------------------------
-UserOpt = Annotated[str, typer.Option("--user", "-u", help="The user id.", show_default=False)]
+def check_scope_option(param: typer.CallbackParam, value: str | None) -> str | None:
+    """A --user / --namespace value memstore can store (not empty, not too long ...); else a usage error."""
+    if value is None:
+        return value
+    from memstore.errors import InvalidInputError
+    from memstore.validate import check_scope
+
+    try:
+        check_scope(value, "default") if param.name == "user" else check_scope("user", value)
+    except InvalidInputError as exc:
+        raise typer.BadParameter(str(exc).removeprefix("user_id ").removeprefix("namespace ")) from None
+    return value
+
+
+UserOpt = Annotated[str, typer.Option("--user", "-u", help="The user id.", show_default=False,
+                                      callback=check_scope_option)]
 OptionalUserOpt = Annotated[str | None, typer.Option("--user", "-u", help="Restrict to this user.",
-                                                     show_default=False)]
-NamespaceOpt = Annotated[str, typer.Option("--namespace", "-n", help="The namespace.")]
+                                                     show_default=False, callback=check_scope_option)]
+NamespaceOpt = Annotated[str, typer.Option("--namespace", "-n", help="The namespace.", callback=check_scope_option)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead of a table.")]
 
 
@@ -126,6 +141,28 @@ def info(message: str) -> None:
 
 def fail(message: str, exit_code: int = 1) -> NoReturn:
     raise CliError(message, exit_code)
+
+
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+
+
+def confirm_or_fail(question: str, yes: bool, nothing: str = "nothing deleted") -> None:
+    """Asks ``question`` on stderr unless ``yes``; anything but y fails with "<nothing> (answer y, or pass
+    --yes)". An answer may be piped in; stdin that is not a terminal and gives no answer fails saying so."""
+    if yes:
+        return
+    answered = True
+    try:
+        confirmed = typer.confirm(question, default=False, err=True)
+    except (typer.Abort, EOFError):
+        confirmed, answered = False, False
+    tty = sys.stdin.isatty()
+    if not tty:  # the answer was not echoed: end the prompt's line
+        sys.stderr.write("\n")
+    if not confirmed:
+        if not answered and not tty:
+            fail(f"{nothing}: stdin is not a terminal, so nobody could answer; pass --yes to go ahead")
+        fail(f"{nothing} (answer y, or pass --yes)")
 
 
 def esc(text: Any) -> str:
@@ -267,14 +304,6 @@ def read_text_arg(text: str) -> str:
     if text == "-":
         return sys.stdin.read()
     return text
-
-
-def ensure_user_exists(mem: Memory, user: str, namespace: str | None = None) -> None:
-    """Read commands on an unknown user say so (a typo should not look like an empty store)."""
-    known = {(u["user_id"], u["namespace"]) for u in mem.users()}
-    if not any(u == user and (namespace is None or ns == namespace) for u, ns in known):
-        where = f" in namespace {namespace!r}" if namespace is not None else ""
-        fail(f"nothing is stored for user {user!r}{where} (see `memstore users list`)")
 
 
 EXTRACTORS = ("llm", "heuristic")

@@ -185,13 +185,33 @@ def _failed_turns(mem: Memory, user: str) -> list[str]:
     return [t.error or "" for t in mem.outbox.list(user_id=user, status="failed", limit=None)]
 
 
-def _print_learned(client: Any, user: str, namespace: str, before: Any) -> None:
+def _print_learned(client: Any, user: str, namespace: str, before: Any, turn_id: str | None = None) -> None:
     with status("memstore is learning from that turn…"):
         done = client.flush(timeout=180)
     for line in learned(before, snapshot(client.memory, user, namespace)):
         console().print(f"    {line}")
     if not done:
         info("    [yellow]extraction is still running; it continues in the background[/yellow]")
+    elif turn_id:
+        _warn_if_extraction_failed(client.memory, turn_id)
+
+
+def _warn_if_extraction_failed(mem: Memory, turn_id: str) -> None:
+    """One line when memstore could not learn from the turn (an unreachable or misconfigured extraction model
+    would otherwise fail silently on every turn)."""
+    from memstore.worker import failure_hint, failure_reason
+
+    try:
+        turn = mem.outbox.get(turn_id)
+    except Exception:  # the turn is gone (forgotten meanwhile): nothing to say
+        return
+    if turn.status != "failed":
+        return
+    reason, _cause = failure_reason(turn.error or "")
+    hint = failure_hint(reason, mem.config.llm_api_base, mem.config.llm_model)
+    console(stderr=True).print(f"    [yellow]warning: memstore could not learn from that turn: {esc(hint)} "
+                               f"(retry with `memstore turns retry --user {esc(turn.user_id)}`)[/yellow]",
+                               soft_wrap=True)  # one line, however narrow the terminal
 
 
 # ---- demo ---------------------------------------------------------------------------------------------------
@@ -382,7 +402,7 @@ def chat(
             before = snapshot(mem, user, namespace)
             history.append({"role": "user", "content": said})
             try:
-                reply, used = _stream_reply(client, model, history)
+                reply, used, turn_id = _stream_reply(client, model, history)
             except Exception as exc:  # a failed model call: say so and keep the session
                 history.pop()
                 info(f"[red]error:[/red] {esc(' '.join(str(exc).split())[:500])}")
@@ -390,14 +410,14 @@ def chat(
             history.append({"role": "assistant", "content": reply})
             if used:
                 info(f"    [dim]{used}[/dim]")
-            _print_learned(client, user, namespace, before)
+            _print_learned(client, user, namespace, before, turn_id)
     except KeyboardInterrupt:
         c.print()
     finally:
         client.close()
 
 
-def _stream_reply(client: Any, model: str, history: list[dict[str, str]]) -> tuple[str, str]:
+def _stream_reply(client: Any, model: str, history: list[dict[str, str]]) -> tuple[str, str, str | None]:
     import sys
 
     stream = client.chat.completions.create(model=model, messages=history, stream=True)
@@ -414,7 +434,7 @@ def _stream_reply(client: Any, model: str, history: list[dict[str, str]]) -> tup
     info_ = stream.memstore
     used = (f"used {len(info_.memory_ids)} memories, {len(info_.rule_ids)} rule(s), {info_.tokens} tokens"
             if info_ is not None and (info_.memory_ids or info_.rule_ids) else "")
-    return "".join(parts), used
+    return "".join(parts), used, (info_.turn_id if info_ is not None else None)
 
 
 def _chat_command(cmd: str, mem: Memory, user: str, namespace: str) -> None:

@@ -317,7 +317,6 @@ def bench_server_cmd(
     sequential_requests: int = typer.Option(100, "--sequential-requests",
                                             help="Requests of the one-client runs (the proxy's own overhead)."),
     memories: int = typer.Option(20, "--memories", help="Memories per user (16 users)."),
-    embedder: str = typer.Option("default", "--embedder", help="default (the bundled MiniLM) or hash (no model)."),
     worker: bool = typer.Option(True, "--worker/--no-worker", help="Run background extraction in the proxy."),
     out: Path = typer.Option(Path("bench-server.json"), "--out", help="JSON result file."),
     write: Path = typer.Option(None, "--write", help="Also write the Markdown report here "
@@ -333,10 +332,8 @@ def bench_server_cmd(
     from memstore.eval.bench.server import run_server_bench, to_markdown
     from memstore.eval.common import console, write_json
 
-    if embedder not in ("default", "hash"):
-        raise typer.BadParameter("default or hash", param_hint="--embedder")
-    report = run_server_bench(requests, concurrency, sequential_requests, memories, embedder=embedder,
-                              worker=worker, progress=lambda m: typer.echo(f"[bench] {m}", err=True))
+    report = run_server_bench(requests, concurrency, sequential_requests, memories, worker=worker,
+                              progress=lambda m: typer.echo(f"[bench] {m}", err=True))
     write_json(out, report)
     table = Table(title=f"memstore serve, {concurrency} concurrent clients / 1 client")
     for name in ("scenario", "clients", "req/s", "p50 ms", "p95 ms", "errors"):
@@ -349,7 +346,7 @@ def bench_server_cmd(
         typer.echo(f"{name}: +{over['p50_ms']} ms p50 over the upstream directly (one client)")
     if write is not None:
         command = (f"memstore bench server --requests {requests} --concurrency {concurrency} --sequential-requests "
-                   f"{sequential_requests} --memories {memories} --embedder {embedder} "
+                   f"{sequential_requests} --memories {memories} "
                    f"{'--worker' if worker else '--no-worker'} --out {out} --write {write}")
         write.write_text(to_markdown(report, command), encoding="utf-8")
     typer.echo(f"wrote {out}" + (f" and {write}" if write is not None else ""))

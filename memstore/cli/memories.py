@@ -11,7 +11,9 @@ from memstore.cli.common import (
     NamespaceOpt,
     OptionalUserOpt,
     UserOpt,
+    YesOpt,
     check_extractor,
+    confirm_or_fail,
     console,
     edit_text,
     esc,
@@ -34,7 +36,17 @@ if TYPE_CHECKING:
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Inspect and edit what is stored about a user.")
 
+KINDS = ("fact", "preference", "event", "instruction")
+
+
+def _check_kind(value: str | None) -> str | None:
+    if value is not None and value not in KINDS:
+        raise typer.BadParameter(f"must be one of {', '.join(KINDS)}, not {value!r}")
+    return value
+
+
 KindOpt = Annotated[str | None, typer.Option("--kind", "-k", help="fact, preference, event or instruction.",
+                                             callback=_check_kind,
                                              show_default=False)]
 IdArg = Annotated[str, typer.Argument(metavar="ID", help="A memory id, or a unique prefix of at least 6 characters.",
                                       show_default=False)]
@@ -185,7 +197,8 @@ def add(
                                         show_default=False)],
     user: UserOpt,
     namespace: NamespaceOpt = "default",
-    kind: Annotated[str, typer.Option("--kind", "-k", help="fact, preference, event or instruction.")] = "fact",
+    kind: Annotated[str, typer.Option("--kind", "-k", help="fact, preference, event or instruction.",
+                                      callback=_check_kind)] = "fact",
     pinned: Annotated[bool, typer.Option("--pin", help="Always inject it, whatever the request.")] = False,
     importance: Annotated[float, typer.Option(min=0.0, max=1.0, help="0 to 1.")] = 0.5,
     infer: Annotated[bool, typer.Option("--infer", help="Run the extractor on the text instead of storing "
@@ -260,11 +273,15 @@ def delete(
     id_: IdArg,
     user: OptionalUserOpt = None,
     reason: Annotated[str | None, typer.Option(help="Why, for the history.", show_default=False)] = None,
+    yes: YesOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Delete a memory (its history is kept until the user is forgotten)."""
+    """Delete a memory (asks first; its history is kept until the user is forgotten)."""
     mem = open_memory()
     rec = mem.get(resolve_id(mem, id_, user=user), user_id=user)
+    if not yes:
+        info(f"This deletes {short(rec.id)} of {esc(rec.user_id)!r}: {esc(rec.text)}")
+        confirm_or_fail("Delete it?", yes)
     op = mem.delete(rec.id, user_id=rec.user_id, actor="cli", reason=reason or "deleted in the CLI")
     if as_json:
         print_json(op_dict(op))

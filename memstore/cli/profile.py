@@ -206,10 +206,21 @@ def rules_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Add a style rule."""
+    from memstore.errors import InvalidInputError
+    from memstore.instructions.checkers import CHECKER_KINDS
+
+    if checker is not None and checker not in CHECKER_KINDS:
+        fail(f"--checker must be one of {', '.join(CHECKER_KINDS)}, not {checker!r}", 2)
+    params = _params(param)
     mem = open_memory(write=True)
     handle = mem.rules(user, namespace)
     before = {r.id for r in handle.list()}
-    rule = handle.add(read_text_arg(text), checker=checker, params=_params(param), actor="cli")
+    try:
+        rule = handle.add(read_text_arg(text), checker=checker, params=params, actor="cli")
+    except InvalidInputError as exc:
+        if checker is None and not params:
+            raise
+        fail(f"{exc} (check --checker / --param)", 2)  # a checker its parameters do not fit: a usage error
     if as_json:
         print_json(rule_dict(rule))
         return

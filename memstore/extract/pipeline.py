@@ -93,7 +93,7 @@ class Extraction:
                                                    extractor))
                 except Exception as exc:
                     msg = f"{type(exc).__name__}: {exc}"[:2000]
-                    log.warning("extraction failed for %d turn(s) of %s: %s", len(chunk), user_id, msg)
+                    log.debug("extraction failed for %d turn(s) of %s: %s", len(chunk), user_id, msg)
                     self.outbox.mark(chunk, "failed", msg, attempted=True)
                     if raise_errors:
                         if isinstance(exc, LLMError):

@@ -92,7 +92,7 @@ def _load(call: Callable[[Any, int], float | None], make_client: Callable[[], An
 
 
 def run_server_bench(requests: int = 800, concurrency: int = 16, sequential_requests: int = 100,
-                     memories_per_user: int = 20, users: int = 16, embedder: str = "default",
+                     memories_per_user: int = 20, users: int = 16,
                      worker: bool = True, home: str | Path | None = None,
                      progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Starts a scripted upstream and a proxy, seeds memories, runs the scenarios; returns the figures."""
@@ -106,7 +106,7 @@ def run_server_bench(requests: int = 800, concurrency: int = 16, sequential_requ
     tmp = tempfile.TemporaryDirectory(prefix="memstore-bench-") if home is None else None
     home = Path(home or tmp.name)  # type: ignore[union-attr]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p)}
+        p for p in (str(Path(__file__).resolve().parents[3]), os.environ.get("PYTHONPATH")) if p)}  # the repo root
     upstream = subprocess.Popen([sys.executable, "-c", _UPSTREAM], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 env=env, text=True)
     server: ServerProcess | None = None
@@ -118,7 +118,7 @@ def run_server_bench(requests: int = 800, concurrency: int = 16, sequential_requ
         t0 = time.perf_counter()
         server = ServerProcess(home, ["--upstream-base-url", upstream_url, "--upstream-api-key", "bench",
                                       "--upstream-max-retries", "0", "--rate-limit", "0", "--extractor", "heuristic",
-                                      "--embedder", embedder, "--log-level", "warning",
+                                      "--log-level", "warning",
                                       "--worker" if worker else "--no-worker"]).start()
         startup_s = time.perf_counter() - t0
         say(f"seeding {users} users x {memories_per_user} memories")
@@ -197,7 +197,7 @@ def run_server_bench(requests: int = 800, concurrency: int = 16, sequential_requ
     injected = next((line.split()[-1] for line in metrics.splitlines()
                      if line.startswith("memstore_injected_tokens_total ")), "0")
     return {
-        "date": date.today().isoformat(), "machine": _machine(), "embedder": embedder, "worker": worker,
+        "date": date.today().isoformat(), "machine": _machine(), "worker": worker,
         "startup_s": round(startup_s, 1), "users": users, "memories_per_user": memories_per_user,
         "injected_tokens_total": float(injected), "load_average_before": load_before,
         "load_average_after": _loadavg(), "results": results, "overhead_vs_direct": overhead,
@@ -250,7 +250,7 @@ def to_markdown(report: dict[str, Any], command: str, run_date: str | None = Non
         "The scripted upstream (`memstore.testing.ScriptedLLM`, in its own process) answers every request at",
         "once, so these figures are the proxy's own cost. The load generator, the upstream and the proxy share",
         "the same cores: on a 2-core machine they compete, which lowers every number including the baseline.",
-        f"Proxy startup (to a healthy /healthz, embedder `{report['embedder']}`): {report['startup_s']} s.",
+        f"Proxy startup (to a healthy /healthz, the bundled embedder): {report['startup_s']} s.",
         f"Memory scenarios: {report['users']} users with {report['memories_per_user']} memories and one",
         "checkable rule each; every request retrieves (dense + lexical), injects, records the turn in the",
         "outbox, checks the rule, and the background worker runs the heuristic extractor on the turns.",
@@ -299,14 +299,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--sequential-requests", type=int, default=100)
     parser.add_argument("--memories", type=int, default=20, help="memories per user")
-    parser.add_argument("--embedder", default="default", choices=["default", "hash"])
     parser.add_argument("--no-worker", action="store_true", help="run the proxy without background extraction")
     parser.add_argument("--write", nargs="?", const="docs/benchmarks-server.md", default=None,
                         help="write the markdown report (default path docs/benchmarks-server.md)")
     parser.add_argument("--date", default=None, help="date printed in the report (default today)")
     args = parser.parse_args(argv)
     report = run_server_bench(args.requests, args.concurrency, args.sequential_requests, args.memories,
-                              embedder=args.embedder, worker=not args.no_worker,
+                              worker=not args.no_worker,
                               progress=lambda m: print(f"[bench] {m}", file=sys.stderr))
     print(json.dumps(report, indent=2))
     if args.write:
