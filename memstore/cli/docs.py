@@ -1,5 +1,5 @@
 """Generates docs/cli.md from the commands' own help: ``python -m memstore.cli.docs > docs/cli.md``.
-tests/test_cli_docs.py fails when the committed file is stale."""
+tests/cli/test_cli_docs.py fails when the committed file is stale."""
 
 from __future__ import annotations
 

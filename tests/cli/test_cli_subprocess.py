@@ -17,7 +17,7 @@ import pytest
 from memstore.config import MemoryConfig
 from memstore.testing import ScriptedLLM
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli(*args: str, home: Path | None = None, code: int = 0, input: str | None = None,

@@ -30,7 +30,7 @@ from memstore.records import Turn
 from memstore.storage.embed import HashEmbedder
 
 pytestmark = pytest.mark.servers
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The memstore CLI through typer's CliRunner (in-process): every command, --json parsed back, $EDITOR
 editing with a script as the editor, bad ids, a missing home, corrupted imports, and one-line errors.
-tests/test_cli_subprocess.py runs the same commands as a real process."""
+tests/cli/test_cli_subprocess.py runs the same commands as a real process."""
 
 from __future__ import annotations
 
@@ -518,7 +518,7 @@ def test_lazy_imports_keep_help_fast(home: Path) -> None:
     for args, allowed in ((["--help"], set()), (["memories", "--help"], set()),
                           (["--home", str(home), "users", "list"], {"sqlalchemy", "numpy", "memstore.memory"})):
         proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120,
-                              cwd=Path(__file__).resolve().parents[1])
+                              cwd=Path(__file__).resolve().parents[2])
         loaded = set(json.loads(proc.stderr.strip().splitlines()[-1].replace("'", '"')))
         assert loaded <= allowed, (args, loaded)
 

@@ -22,7 +22,7 @@ from memstore.memory import Memory
 from memstore.storage.embed import HashEmbedder
 from memstore.storage.scope_cache import ROW_OVERHEAD_BYTES, ScopeVectorCache
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TEXTS = ["I play the cello in an orchestra", "I grow tomatoes on my balcony", "My daughter Emma was born in 2021",
          "I am allergic to peanuts", "I work as a nurse in Porto", "My favourite film is Spirited Away",
          "I run a half marathon every spring", "I drive an old red Volvo"]

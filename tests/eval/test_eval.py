@@ -272,7 +272,7 @@ def test_cli_apps_import_cheaply() -> None:
     code = ("import sys, memstore.cli.eval; heavy = [m for m in ('torch', 'chromadb', 'litellm', "
             "'sentence_transformers') if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
-                          cwd=str(Path(__file__).resolve().parents[1]))
+                          cwd=str(Path(__file__).resolve().parents[2]))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert {c.name for c in eval_app.registered_commands} == {"locomo", "prefeval", "extraction", "followups"}
     assert {c.name for c in bench_app.registered_commands} == {"search", "ingest", "overhead", "cli", "server",
@@ -323,7 +323,7 @@ def test_eval_extraction_cli(locomo_file: Path, tmp_path: Path) -> None:
 
 def test_benchmarks_doc_quotes_the_result_files() -> None:
     """docs/benchmarks.md states the headline figures of docs/results/*.json, to one decimal."""
-    root = Path(__file__).resolve().parents[1] / "docs"
+    root = Path(__file__).resolve().parents[2] / "docs"
     doc = (root / "benchmarks.md").read_text(encoding="utf-8")
     keyed = json.loads((root / "results" / "locomo_raw_keyed.json").read_text())
     for name, res in keyed["retrievers"].items():

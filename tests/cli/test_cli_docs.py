@@ -9,7 +9,7 @@ import typer
 from memstore.cli.app import app
 from memstore.cli.docs import render
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 
 
 def test_docs_cli_md_is_up_to_date() -> None:

@@ -333,7 +333,7 @@ def test_lifecycle() -> None:
 def test_import_is_cheap() -> None:
     code = "import sys, memstore.testing; print(sorted({'openai', 'litellm'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1])
+                         cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "[]"
 
 

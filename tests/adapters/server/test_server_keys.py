@@ -91,7 +91,7 @@ def test_server_cli_imports_cheaply() -> None:
     code = ("import sys, memstore.cli.serve; heavy = [m for m in ('fastapi', 'uvicorn', 'litellm', 'torch', "
             "'sqlmodel', 'chromadb') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1])
+                         cwd=Path(__file__).resolve().parents[3])
     assert out.stdout.strip() == "[]"
 
 

@@ -30,7 +30,7 @@ from memstore.storage.embed import (
     load_sentence_transformer,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TEXTS = ["I moved to Lisbon in March and I am learning Portuguese.", "cello",
          "Keep replies short; never use emoji.", "My daughter is allergic to peanuts and tree nuts. " * 40,
          "What is the name of my dog?", "Ich wohne in Zürich und trinke gern Kaffee."]
