@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -103,8 +104,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(settings.threads, "memstore-server"))
         anyio.to_thread.current_default_thread_limiter().total_tokens = max(settings.threads, 8)
         state = await anyio.to_thread.run_sync(ServerState, settings)
-        if settings.warmup:
-            await anyio.to_thread.run_sync(state.warmup)
+        if settings.warmup:  # in the background: healthy at once, the first request waits only for what is left
+            threading.Thread(target=state.warmup, name="memstore-warmup", daemon=True).start()
         app.state.srv = state
         log.info("memstore serve ready: upstream=%s auth=%s", settings.upstream_base_url or "litellm env",
                  settings.auth)

@@ -102,12 +102,17 @@ class ServerState:
                         "with `%s` (or run with --no-auth for local development)", keys_create_hint(settings))
 
     def warmup(self) -> None:
-        """Loads what the first request would otherwise wait for: the index, the embedder, litellm."""
+        """Loads what the first request would otherwise wait for: the embedder (queued first, on its own
+        thread), the index, litellm. Runs in the background; a failure is logged, requests then pay for it."""
         from memstore.llm import litellm
+        from memstore.storage.embed import preload
 
-        self.memory.repair()
-        self.memory.store.embed_query("warmup")
-        litellm()
+        try:
+            preload(self.memory.store.embedder)
+            self.memory.store.ensure_repaired()
+            litellm()
+        except Exception as exc:
+            log.warning("memstore serve: warm-up failed (the first requests load what is missing): %s", exc)
 
     async def close(self) -> None:
         await self.client.close()
