@@ -57,6 +57,11 @@ class MemoryConfig(BaseModel):
     max_memory_chars: int = 2000
     redact_secrets: bool = True
     strict: bool = False
+    request_db_wait: float = Field(1.0, ge=0, le=30, description="Seconds a request waits for a locked database "
+                                   "(its context read and its turn write); a turn it cannot write then waits in "
+                                   "a spool file under home and reaches the outbox later.")
+    close_timeout: float = Field(10.0, ge=0, description="Seconds close() and interpreter exit wait for this "
+                                 "process's unfinished turns to be extracted (0: do not wait).")
 
     @field_validator("extractor", mode="before")
     @classmethod

@@ -5,12 +5,16 @@ litellm is imported lazily (it takes seconds) with its model price map read from
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
 import json
 import logging
 import os
 import random
 import re
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -37,6 +41,15 @@ def litellm() -> Any:
         _lm.telemetry = False
         _litellm = _lm
     return _litellm
+
+
+@functools.lru_cache(maxsize=256)
+def provider_of(model: str) -> str | None:
+    """The provider litellm routes ``model`` to ("openai", "anthropic", "ollama" ...), None if it cannot tell."""
+    try:
+        return str(litellm().get_llm_provider(model)[1])
+    except Exception:
+        return None
 
 
 def transient(exc: BaseException) -> bool:
@@ -69,7 +82,7 @@ def _json_from(text: str) -> Any:
 class LLM:
     """A model reachable through litellm, with retries and structured output."""
 
-    def __init__(self, model: str, api_base: str | None = None, api_key: str | None = None,
+    def __init__(self, model: str, api_base: str | None = None, api_key: str | Callable[[], Any] | None = None,
                  timeout: float = 60.0, max_retries: int = 2, backoff: float = 0.5) -> None:
         self.model = model
         self.api_base = api_base
@@ -88,8 +101,17 @@ class LLM:
         if self.api_base and "api_base" not in out and "base_url" not in out:
             out["api_base"] = self.api_base
         if self.api_key and "api_key" not in out:
-            out["api_key"] = self.api_key
+            out["api_key"] = self._key()
         return out
+
+    def _key(self) -> Any:
+        """The API key; a callable one (an application's token provider) is asked at each call."""
+        key: Any = self.api_key
+        if callable(key):
+            key = key()
+            if inspect.isawaitable(key):  # AsyncMemoryClient's async token provider, from a worker thread
+                key = asyncio.run(_awaited(key))
+        return key
 
     def complete(self, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
         """litellm.completion with retries on transient errors; returns litellm's ModelResponse."""
@@ -137,6 +159,10 @@ class LLM:
                                "JSON object, matching the required format exactly.",
                 }]
         raise ExtractionError(f"the model did not return valid JSON after {repairs + 1} attempts: {last_error}")
+
+
+async def _awaited(value: Any) -> Any:
+    return await value
 
 
 def _short_error(exc: Exception) -> str:

@@ -60,12 +60,13 @@ class Memory:
                                  max_chars=cfg.max_memory_chars, redact_secrets=cfg.redact_secrets,
                                  vector_cache_bytes=cfg.vector_cache_mb * 2**20)
         self._llm = llm
+        self.llm_given = llm is not None  # an extraction model given here wins over every default
         self.retriever = Retriever(self.store, PRESETS["hybrid"].with_(
             dense_weight=cfg.dense_weight, lexical_weight=cfg.lexical_weight, recency_weight=cfg.recency_weight))
         self.profiles = ProfileStore(self.engine, max_instruction_chars=cfg.max_instruction_chars,
                                      auto_accept_rules=cfg.auto_accept_rules)
         self.outbox = Outbox(self.engine, redact_secrets=cfg.redact_secrets,
-                             max_attempts=cfg.extraction_max_attempts)
+                             max_attempts=cfg.extraction_max_attempts, spool_dir=cfg.resolved_home() / "spool")
         self.extraction = Extraction(self.store, self.profiles, self.outbox, self.retriever, llm=lambda: self.llm,
                                      extractor=cfg.extractor, batch_size=cfg.extraction_batch_size,
                                      redact_secrets=cfg.redact_secrets)
@@ -88,6 +89,11 @@ class Memory:
 
             self._llm = LLM.from_config(self.config)
         return self._llm
+
+    @llm.setter
+    def llm(self, value: Any) -> None:
+        """Replaces the extraction model (MemoryClient points it at the application's own endpoint)."""
+        self._llm = value
 
     # ---- memories -----------------------------------------------------------------------------------
     def add(
@@ -222,6 +228,7 @@ class Memory:
         check_scope(user_id, namespace if namespace is not None else "default")
         counts = {"memories": self.store.forget(user_id, namespace)}
         counts.update(portability.forget_rest(self.engine, user_id, namespace))
+        counts["turns"] = counts.get("turns", 0) + self.outbox.forget_spooled(user_id, namespace)
         return counts
 
     def users(self) -> list[dict[str, Any]]:

@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, func, or_, update
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
 from memstore.errors import InvalidInputError, NotFoundError
 from memstore.messages import content_text
 from memstore.records import Turn, utcnow
-from memstore.storage.db import session_scope
+from memstore.storage.db import session_scope, short_waits
 
+log = logging.getLogger("memstore")
 STATUSES = ("pending", "processing", "done", "failed", "skipped")
 OPEN = ("pending", "processing")
 
@@ -31,18 +35,21 @@ class Outbox:
     """The ``turns`` table as a queue. ``redact_secrets``: keys, passwords and card numbers never reach it."""
 
     def __init__(self, engine: Engine, *, redact_secrets: bool = True, max_attempts: int = 3,
-                 retry_after_seconds: float = 5.0) -> None:
+                 retry_after_seconds: float = 5.0, spool_dir: Path | None = None) -> None:
         self.engine = engine
         self.redact_secrets = redact_secrets
         self.max_attempts = max_attempts
         self.retry_after_seconds = retry_after_seconds
+        self.spool_dir = spool_dir  # turns the database could not take in time wait here (``record(spool=True)``)
 
     # ---- write ----------------------------------------------------------------------------------------
     def record(self, user_id: str, namespace: str, messages: list[dict[str, Any]], response: str = "", *,
                response_id: str | None = None, model: str | None = None, extract: bool = True, mode: str = "chat",
-               status: str = "pending", meta: dict[str, Any] | None = None) -> Turn:
+               status: str = "pending", meta: dict[str, Any] | None = None, spool: bool = False) -> Turn:
         """Writes one finished exchange (durably, before the caller gets its response). ``status="processing"``
-        is for a turn extracted inline: a crash leaves a claim that expires like a worker's."""
+        is for a turn extracted inline: a crash leaves a claim that expires like a worker's. ``spool``: when
+        the database is locked, the turn goes to a file in ``spool_dir`` instead, and
+        ``replay_spool`` (every ``claim``) moves it into the outbox later."""
         if status not in STATUSES:
             raise InvalidInputError(f"status must be one of {', '.join(STATUSES)}")
         if self.redact_secrets:
@@ -57,15 +64,96 @@ class Outbox:
                     meta=meta)
         if turn.status == "processing":
             turn.claimed_by, turn.claimed_at = f"inline-{os.getpid()}", utcnow()
-        with session_scope(self.engine) as s:
-            s.add(turn)
+        try:
+            with session_scope(self.engine) as s:
+                s.add(turn)
+        except OperationalError as exc:
+            if not (spool and self.spool_dir is not None and _busy(exc)):
+                raise
+            self._spool(turn)
+            log.warning("memstore: the database did not take a turn in time (%s); kept in %s until it does",
+                        str(exc).splitlines()[0][:200], self.spool_dir)
         return turn
+
+    # ---- the spool: turns waiting for the database ----------------------------------------------------
+    def _spool(self, turn: Turn) -> None:
+        """One file per turn, written whole (temporary file, fsync, rename) so a reader never sees half."""
+        assert self.spool_dir is not None
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        data = turn.model_dump(mode="json", exclude={"pk"})
+        final = self.spool_dir / f"turn-{turn.id}.json"
+        tmp = self.spool_dir / f".turn-{turn.id}.tmp"
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as fh:
+            json.dump(data, fh, ensure_ascii=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+
+    def forget_spooled(self, user_id: str, namespace: str | None = None) -> int:
+        """Deletes the spooled turns of a forgotten user (all namespaces when ``namespace`` is None), so a turn
+        written during a lock is not replayed after ``forget``. Returns how many."""
+        gone = 0
+        for path in self.spooled():
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue  # being replayed, or not whole: its replay checks again
+            if data.get("user_id") == user_id and (namespace is None or data.get("namespace") == namespace):
+                path.unlink(missing_ok=True)
+                gone += 1
+        return gone
+
+    def spooled(self) -> list[Path]:
+        """The turns waiting in the spool (including ones a replay claimed and has not finished)."""
+        if self.spool_dir is None or not self.spool_dir.is_dir():
+            return []
+        return sorted(p for p in self.spool_dir.iterdir() if p.name.startswith("turn-") and ".json" in p.name)
+
+    def replay_spool(self) -> int:
+        """Moves spooled turns into the outbox (each claimed by renaming its file, so concurrent replays never
+        insert one twice; a turn already there is skipped). Returns how many were inserted; stops at the first
+        database error (the rest wait for the next replay)."""
+        done = 0
+        for path in self.spooled():
+            claimed = path
+            if ".replaying-" in path.name:
+                pid = path.name.rsplit("-", 1)[-1]
+                if pid.isdigit() and _alive(int(pid)):
+                    continue  # another live process is replaying it
+            else:
+                claimed = path.with_name(f"{path.name}.replaying-{os.getpid()}")
+                try:
+                    os.replace(path, claimed)
+                except FileNotFoundError:  # another process took it first
+                    continue
+            try:
+                data = json.loads(claimed.read_text(encoding="utf-8"))
+                turn = Turn.model_validate(data)
+                with short_waits(2.0), session_scope(self.engine) as s:  # a locked database: try again later
+                    new = s.exec(select(Turn.id).where(Turn.id == turn.id)).first() is None
+                    if new:
+                        s.add(turn)
+                done += int(new)
+            except OperationalError:
+                os.replace(claimed, path)  # still locked: back for the next replay
+                break
+            except (ValueError, OSError) as exc:  # unreadable: keep it aside, visibly, never drop it
+                log.error("memstore: cannot replay spooled turn %s: %s", claimed, exc)
+                os.replace(claimed, claimed.with_name(claimed.name.split(".json")[0] + ".bad"))  # not replayed
+                continue
+            claimed.unlink(missing_ok=True)
+        return done
 
     def claim(self, worker_id: str, limit: int = 32, lease_seconds: float = 300.0,
               retry_failed: bool = True) -> list[Turn]:
         """Atomically claims up to ``limit`` turns: pending ones, ones whose claim lease expired (a crashed
         worker), and failed ones due for an automatic retry (backoff, up to the attempt limit). PostgreSQL uses
         SELECT ... FOR UPDATE SKIP LOCKED; SQLite serialises writers."""
+        if self.spool_dir is not None and self.spool_dir.is_dir():
+            try:
+                self.replay_spool()
+            except Exception as exc:  # the spool must never stop the queue
+                log.warning("memstore: spool replay failed: %s", exc)
         now = utcnow()
         stale = now - timedelta(seconds=lease_seconds)
         conds = [col(Turn.status) == "pending", (col(Turn.status) == "processing") & (col(Turn.claimed_at) < stale)]
@@ -118,11 +206,13 @@ class Outbox:
         """Turns still waiting or being extracted (optionally among ``turn_ids``)."""
         if turn_ids is not None and not turn_ids:
             return 0
+        spooled = [p.name.split(".json")[0].removeprefix("turn-") for p in self.spooled()]
+        waiting = len(spooled) if turn_ids is None else len(set(spooled) & set(turn_ids))
         with Session(self.engine) as s:
             q = select(func.count()).select_from(Turn).where(col(Turn.status).in_(OPEN))
             if turn_ids is not None:
                 q = q.where(col(Turn.id).in_(list(turn_ids)))
-            return int(s.exec(q).one())
+            return int(s.exec(q).one()) + waiting
 
     def counts(self) -> dict[str, int]:
         """How many turns are in each status."""
@@ -156,6 +246,22 @@ class Outbox:
         if turn is None:
             raise NotFoundError(f"no turn with id {turn_id!r}")
         return turn
+
+
+def _busy(exc: OperationalError) -> bool:
+    """The database is there but another connection holds the lock (SQLite: locked / busy)."""
+    text = str(exc.orig if exc.orig is not None else exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def thread_of(messages: list[dict[str, Any]]) -> dict[str, Any]:

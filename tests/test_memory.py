@@ -299,3 +299,27 @@ def test_import_memstore_is_light() -> None:
             "if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_forget_also_drops_the_users_turns_waiting_in_the_spool(tmp_path: Path) -> None:
+    """A turn written while the database was locked waits in a spool file; forgetting its user deletes it."""
+    import sqlite3
+
+    from memstore.storage.db import short_waits
+    from memstore.storage.embed import HashEmbedder
+
+    mem = Memory(config=MemoryConfig(home=tmp_path / "spool"), embedder=HashEmbedder())
+    mem.add("I like tea", user_id="alice", infer=False)
+    lock = sqlite3.connect(tmp_path / "spool" / "memstore.db", timeout=0)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        with short_waits(0.05):
+            for user in ("alice", "bob"):
+                mem.outbox.record(user, "default", [{"role": "user", "content": f"I am {user}"}], "ok", spool=True)
+    finally:
+        lock.rollback()
+        lock.close()
+    assert len(mem.outbox.spooled()) == 2
+    assert mem.forget("alice")["turns"] == 1
+    (left,) = mem.outbox.spooled()
+    assert "bob" in left.read_text()

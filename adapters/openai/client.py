@@ -1,5 +1,11 @@
 """MemoryClient / AsyncMemoryClient: drop-ins for openai.OpenAI / openai.AsyncOpenAI.
 
+Chat to OpenAI or to an OpenAI-compatible ``base_url`` is made by the real openai SDK (its retries, timeouts,
+lenient parsing and exception classes, exactly); provider-prefixed models and the Responses API go through
+litellm, their errors raised as the SDK's classes (errors.py). Background extraction goes to the client's own
+endpoint with its key unless ``MemoryConfig.llm_api_base`` names another; ``close()`` and interpreter exit
+wait (``close_timeout``) for the turns this client recorded.
+
 ``client.chat.completions.create`` (and ``client.responses.create``) get the user's memory; every other
 resource (embeddings, models, files, audio, images ...) is delegated to a real ``openai.OpenAI`` built with
 the same arguments. Any model litellm reaches works: "gpt-4.1-mini", "anthropic/claude-...",
@@ -16,13 +22,24 @@ import asyncio
 import functools
 import inspect
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, overload
 
 import openai
+from memstore.adapters.openai.errors import as_openai_error, bad_request
+from memstore.adapters.openai.lifecycle import ExitDrain, at_exit
 from memstore.adapters.openai.responses import AsyncResponses, Responses
-from memstore.adapters.openai.steps import Exchange, MemoryInfo, Options, prepare, resolve_options, rule_retry
+from memstore.adapters.openai.steps import (
+    Exchange,
+    MemoryInfo,
+    Options,
+    check_messages,
+    prepare,
+    resolve_options,
+    rule_retry,
+)
 from memstore.adapters.openai.streams import AsyncMemoryStream, MemoryStream, reply_text
 from openai import NotGiven
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
@@ -31,9 +48,10 @@ from pydantic import PrivateAttr
 from memstore.config import MemoryConfig
 from memstore.errors import InvalidInputError
 from memstore.instructions import feedback as fb
-from memstore.llm import litellm
+from memstore.llm import LLM, litellm, provider_of
 from memstore.memory import Memory
 from memstore.records import Feedback
+from memstore.storage.embed import preload
 from memstore.worker import Worker
 
 if TYPE_CHECKING:
@@ -68,10 +86,25 @@ class MemoryChatCompletion(ChatCompletion):
 
 
 def to_chat_completion(resp: Any, info: MemoryInfo) -> MemoryChatCompletion:
-    data = resp.model_dump() if hasattr(resp, "model_dump") else dict(resp)
-    out = MemoryChatCompletion.model_validate(data)
+    """The model's answer as a MemoryChatCompletion. The SDK's own ChatCompletion is taken field by field, as
+    leniently as the SDK parsed it (``{}`` or ``choices: null`` included); litellm's is validated."""
+    if isinstance(resp, ChatCompletion):
+        out = MemoryChatCompletion.model_construct(_fields_set=resp.model_fields_set, **dict(resp))
+    else:
+        data = resp.model_dump() if hasattr(resp, "model_dump") else dict(resp)
+        out = MemoryChatCompletion.model_validate(data)
     out._memstore = info
     return out
+
+
+def is_completion(resp: Any) -> bool:
+    """A chat completion with a list of choices: something to check the rules of and record. The SDK answers
+    a body that is none (HTML, ``{}``, ``choices: null``) with its text or an empty object, and so do we."""
+    return isinstance(resp, ChatCompletion) and isinstance(resp.choices, list)
+
+
+def _stream_arg(stream: bool | None) -> dict[str, Any]:
+    return {} if stream is None else {"stream": stream}
 
 
 class _Base:
@@ -97,6 +130,9 @@ class _Base:
             self.memory = Memory(config=memory)
         else:
             self.memory = Memory(path=memory)
+        # the embedder loads (or makes its ONNX export) in the background: the first request waits only for
+        # what is left of it
+        preload(self.memory.store.embedder)
         self.user_id = user_id
         self.namespace = namespace
         self.strict: bool = self.memory.config.strict if strict is None else strict
@@ -109,9 +145,64 @@ class _Base:
         self.max_retries: int = openai_args["max_retries"]
         self.default_headers: dict[str, str] = dict(self._openai_args.get("default_headers") or {})
         self._delegate: Any = None
+        self._extraction_llm = self._route_extraction()
         self.worker = Worker(self.memory.extraction)
+        self._exit_drain = ExitDrain(self.worker, self.memory.config.close_timeout)
+        self._warm = start_worker and self.memory.config.extractor == "llm"
         if start_worker:
             self.worker.start()
+            at_exit(self._exit_drain)
+
+    # -- where the model calls go -------------------------------------------------------------------
+    def _direct(self, model: str) -> bool:
+        """True when chat goes to OpenAI or to the OpenAI-compatible server at ``base_url``: the real openai SDK
+        then makes the call (its retries, timeouts, parsing and exceptions, exactly). Models with a provider
+        prefix ("anthropic/...", "ollama/...", "openai/...") and ones litellm routes elsewhere go through
+        litellm."""
+        if "/" in model:
+            return False
+        return bool(self.base_url) or provider_of(model) == "openai"
+
+    def _sdk(self) -> Any:
+        """The real openai client, built from the caller's arguments on first use."""
+        if self._delegate is None:
+            self._delegate = self._openai_class(**self._openai_args)
+        return self._delegate
+
+    def _sdk_resource(self, kwargs: dict[str, Any]) -> Any:
+        """``chat.completions`` of the real client; ``max_retries`` / ``api_key`` / ``api_base`` given per
+        request (litellm's spelling, accepted before) become the SDK's per-request options."""
+        options: dict[str, Any] = {k: kwargs.pop(k) for k in ("max_retries", "api_key") if k in kwargs}
+        if "api_base" in kwargs:
+            options["base_url"] = kwargs.pop("api_base")
+        sdk = self._sdk()
+        return (sdk.with_options(**options) if options else sdk).chat.completions
+
+    def _route_extraction(self) -> LLM | None:
+        """Background extraction talks to the endpoint the application named, with its key: the client's
+        ``base_url`` and ``api_key``, unless ``llm_api_base`` (MEMSTORE_LLM_API_BASE) names another endpoint
+        or the Memory was given its own model. Returns the extraction model when it follows the client."""
+        mem, cfg = self.memory, self.memory.config
+        if mem.llm_given or cfg.llm_api_base:
+            return None
+        base = str(self.base_url) if self.base_url else None
+        model = cfg.llm_model
+        if base and "/" not in model:
+            model = f"openai/{model}"
+        llm = LLM(model, base, cfg.llm_api_key or self.api_key, cfg.llm_timeout, cfg.llm_max_retries)
+        mem.llm = llm
+        return llm
+
+    def _note_model(self, model: str) -> None:
+        """Without a configured ``llm_model``, extraction uses the model the application last used, unless that
+        model is OpenAI's own (then the cheaper default, gpt-4.1-mini, at the same endpoint)."""
+        llm = self._extraction_llm
+        if llm is None or "llm_model" in self.memory.config.model_fields_set:
+            return
+        if self.base_url:
+            llm.model = model if "/" in model else f"openai/{model}"
+        else:
+            llm.model = self.memory.config.llm_model if self._direct(model) else model
 
     # -- what litellm gets ------------------------------------------------------------------------
     def _call_kwargs(self, model: str, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -141,24 +232,53 @@ class _Base:
             out["extra_headers"] = {**self.default_headers, **(out.get("extra_headers") or {})}
         return out
 
-    def _begin(self, model: Any, kwargs: dict[str, Any]) -> tuple[str, Options, dict[str, Any]]:
+    def _begin(self, model: Any, kwargs: dict[str, Any], chat: bool = False) -> tuple[str, Options, dict[str, Any]]:
         """The pure start of every request: the model checked, memstore's options popped out of ``kwargs``,
-        the arguments for litellm."""
+        the arguments for litellm (none for a chat request the openai SDK makes)."""
         if not isinstance(model, str) or not model:
-            raise InvalidInputError("model must be a non-empty string")
-        opts = resolve_options(kwargs, self.user_id, self.namespace)
-        return model, opts, self._call_kwargs(model, kwargs)
+            raise bad_request("you must provide a model parameter (a non-empty string)", "model")
+        try:
+            opts = resolve_options(kwargs, self.user_id, self.namespace)
+        except InvalidInputError as exc:
+            raise bad_request(str(exc), "extra_body") from None
+        self._note_model(model)
+        return model, opts, {} if chat and self._direct(model) else self._call_kwargs(model, kwargs)
+
+    def _send(self, model: str, kwargs: dict[str, Any], call: dict[str, Any], messages: Any,
+              stream: bool | None) -> Any:
+        """One chat call: through the real openai SDK, or litellm with its errors as the SDK's."""
+        if self._direct(model):
+            return self._sdk_resource(dict(kwargs)).create(messages=messages, model=model, **_stream_arg(stream),
+                                                           **_without(kwargs))
+        try:
+            return litellm().completion(messages=messages, **_stream_arg(stream), **call)
+        except Exception as exc:
+            mapped = as_openai_error(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
 
     def _exchange(self, opts: Options, info: MemoryInfo, messages: Any, model: str) -> Exchange:
-        return Exchange(self.memory, opts, info, messages, model, self.strict, self.worker)
+        return Exchange(self.memory, opts, info, messages, model, self.strict, self.worker, self._recorded)
+
+    def _recorded(self, turn_id: str) -> None:
+        self._exit_drain.turns.append(turn_id)
+        if self._warm:
+            # extraction calls go through litellm, which takes seconds to import: start now, in the background,
+            # so a script that exits right after its request does not spend its close_timeout importing it
+            self._warm = False
+            threading.Thread(target=litellm, name="memstore-litellm-import", daemon=True).start()
+
+    def _drain(self) -> bool:
+        """close() and interpreter exit: waits up to ``MemoryConfig.close_timeout`` for the turns this client
+        recorded to be extracted by its worker. True when none is left."""
+        return self._exit_drain.close()
 
     def __getattr__(self, name: str) -> Any:
         """Every resource memory has nothing to do with: the real openai client's."""
         if name.startswith("_"):
             raise AttributeError(name)
-        if self._delegate is None:
-            self._delegate = self._openai_class(**self._openai_args)
-        return getattr(self._delegate, name)
+        return getattr(self._sdk(), name)
 
     # -- memory housekeeping ----------------------------------------------------------------------
     def feedback(self, response_id: str, rating: int, comment: str | None = None) -> Feedback:
@@ -168,6 +288,11 @@ class _Base:
     def compare(self, response_id_a: str, response_id_b: str, preferred: str, comment: str | None = None) -> Feedback:
         """Records which of two responses to the same prompt the person preferred."""
         return fb.compare(self.memory.engine, response_id_a, response_id_b, preferred, comment)
+
+
+def _without(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The request's arguments for the SDK: those ``_sdk_resource`` turned into per-request options removed."""
+    return {k: v for k, v in kwargs.items() if k not in ("max_retries", "api_key", "api_base")}
 
 
 class Completions:
@@ -191,16 +316,21 @@ class Completions:
     def create(self, *, messages: Iterable[ChatCompletionMessageParam], model: str, stream: bool | None = None,
                **kwargs: Any) -> MemoryChatCompletion | MemoryStream:
         c = self._client
-        model, opts, call = c._begin(model, kwargs)
+        model, opts, call = c._begin(model, kwargs, chat=True)
+        messages = check_messages(messages)
         sent, info = prepare(c.memory, opts, messages, c.strict)
         exchange = c._exchange(opts, info, messages, model)
-        lm = litellm()
         if stream:
-            return MemoryStream(lm.completion(messages=sent, stream=True, **call), info, exchange.record_stream)
-        resp = to_chat_completion(lm.completion(messages=sent, **call), info)
+            return MemoryStream(c._send(model, kwargs, call, sent, True), info, exchange.record_stream)
+        raw = c._send(model, kwargs, call, sent, stream)
+        if not isinstance(raw, ChatCompletion) and c._direct(model):
+            return raw  # type: ignore[no-any-return]  # the SDK's text of a body that is no JSON: as the SDK
+        resp = to_chat_completion(raw, info)
+        if not is_completion(resp):
+            return resp
         if c.enforce_rules and (retry := rule_retry(info, sent, reply_text(resp))):
-            second = to_chat_completion(lm.completion(messages=retry.messages, **call), info)
-            if retry.keep_retry(info, reply_text(second)):
+            second = to_chat_completion(c._send(model, kwargs, call, retry.messages, stream), info)
+            if is_completion(second) and retry.keep_retry(info, reply_text(second)):
                 resp = second
         exchange.record(reply_text(resp), resp.id)
         return resp
@@ -227,17 +357,21 @@ class AsyncCompletions:
     async def create(self, *, messages: Iterable[ChatCompletionMessageParam], model: str,
                      stream: bool | None = None, **kwargs: Any) -> MemoryChatCompletion | AsyncMemoryStream:
         c = self._client
-        model, opts, call = await c._abegin(model, kwargs)
+        model, opts, call = await c._abegin(model, kwargs, chat=True)
+        messages = check_messages(messages)
         sent, info = await asyncio.to_thread(prepare, c.memory, opts, messages, c.strict)
         exchange = c._exchange(opts, info, messages, model)
-        lm = litellm()
         if stream:
-            source = await lm.acompletion(messages=sent, stream=True, **call)
-            return AsyncMemoryStream(source, info, exchange.record_stream)
-        resp = to_chat_completion(await lm.acompletion(messages=sent, **call), info)
+            return AsyncMemoryStream(await c._asend(model, kwargs, call, sent, True), info, exchange.record_stream)
+        raw = await c._asend(model, kwargs, call, sent, stream)
+        if not isinstance(raw, ChatCompletion) and c._direct(model):
+            return raw  # type: ignore[no-any-return]  # the SDK's text of a body that is no JSON: as the SDK
+        resp = to_chat_completion(raw, info)
+        if not is_completion(resp):
+            return resp
         if c.enforce_rules and (retry := rule_retry(info, sent, reply_text(resp))):
-            second = to_chat_completion(await lm.acompletion(messages=retry.messages, **call), info)
-            if retry.keep_retry(info, reply_text(second)):
+            second = to_chat_completion(await c._asend(model, kwargs, call, retry.messages, stream), info)
+            if is_completion(second) and retry.keep_retry(info, reply_text(second)):
                 resp = second
         await asyncio.to_thread(exchange.record, reply_text(resp), resp.id)
         return resp
@@ -318,6 +452,9 @@ class MemoryClient(_Base):
         return self.worker.flush(timeout)
 
     def close(self) -> None:
+        """Waits (up to ``MemoryConfig.close_timeout``, default 10 s) for this client's turns to be extracted,
+        then stops the worker and closes the HTTP client. Also runs at interpreter exit."""
+        self._drain()
         self.worker.stop()
         if self._delegate is not None:
             self._delegate.close()
@@ -385,19 +522,37 @@ class AsyncMemoryClient(_Base):
         self.chat: Chat[AsyncCompletions] = Chat(AsyncCompletions(self))
         self.responses = AsyncResponses(self)
 
-    async def _abegin(self, model: Any, kwargs: dict[str, Any]) -> tuple[str, Options, dict[str, Any]]:
+    async def _abegin(self, model: Any, kwargs: dict[str, Any],
+                      chat: bool = False) -> tuple[str, Options, dict[str, Any]]:
         """``_begin``, with a callable ``api_key``'s answer awaited."""
-        model, opts, call = self._begin(model, kwargs)
+        model, opts, call = self._begin(model, kwargs, chat)
         if inspect.isawaitable(call.get("api_key")):
             call["api_key"] = await call["api_key"]
         return model, opts, call
+
+    async def _asend(self, model: str, kwargs: dict[str, Any], call: dict[str, Any], messages: Any,
+                     stream: bool | None) -> Any:
+        """``_send``, awaited."""
+        if self._direct(model):
+            resource = self._sdk_resource(dict(kwargs))
+            return await resource.create(messages=messages, model=model, **_stream_arg(stream), **_without(kwargs))
+        try:
+            return await litellm().acompletion(messages=messages, **_stream_arg(stream), **call)
+        except Exception as exc:
+            mapped = as_openai_error(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
 
     async def flush(self, timeout: float | None = 30.0) -> bool:
         """Waits until background extraction has caught up. True if everything was processed in time."""
         return await asyncio.to_thread(self.worker.flush, timeout)
 
     async def close(self) -> None:
-        self.worker.stop()
+        """Waits (up to ``MemoryConfig.close_timeout``, default 10 s) for this client's turns to be extracted,
+        then stops the worker and closes the HTTP client. Also runs at interpreter exit."""
+        await asyncio.to_thread(self._drain)
+        await asyncio.to_thread(self.worker.stop)
         if self._delegate is not None:
             await self._delegate.close()
 

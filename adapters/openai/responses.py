@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Literal, overload
 
+from memstore.adapters.openai.errors import as_openai_error, bad_request
 from memstore.adapters.openai.steps import MemoryInfo, prepare_instructions
 from memstore.adapters.openai.streams import AsyncResponseStream, ResponseStream, output_text, to_event
 from openai.types.responses import Response, ResponseInputParam
@@ -59,6 +60,34 @@ def to_response(raw: Any, info: MemoryInfo) -> MemoryResponse:
     return out
 
 
+def _checked_input(input: Any) -> list[dict[str, Any]]:
+    try:
+        return input_messages(input)
+    except InvalidInputError as exc:
+        raise bad_request(str(exc), "input") from None
+
+
+def _mapped(fn: Any, **kwargs: Any) -> Any:
+    """A litellm call whose failure is raised as the openai SDK's exception."""
+    try:
+        return fn(**kwargs)
+    except Exception as exc:
+        mapped = as_openai_error(exc)
+        if mapped is exc:
+            raise
+        raise mapped from exc
+
+
+async def _amapped(fn: Any, **kwargs: Any) -> Any:
+    try:
+        return await fn(**kwargs)
+    except Exception as exc:
+        mapped = as_openai_error(exc)
+        if mapped is exc:
+            raise
+        raise mapped from exc
+
+
 def _with_instructions(call: dict[str, Any], instructions: str | None) -> dict[str, Any]:
     if instructions:
         call["instructions"] = instructions
@@ -90,14 +119,14 @@ class Responses:
                **kwargs: Any) -> MemoryResponse | ResponseStream:
         c = self._client
         model, opts, call = c._begin(model, {**kwargs, "input": input})
-        msgs = input_messages(input)
+        msgs = _checked_input(input)
         merged, info = prepare_instructions(c.memory, opts, instructions, msgs, c.strict)
         call = _with_instructions(call, merged)
         exchange = c._exchange(opts, info, msgs, model)
         lm = litellm()
         if stream:
-            return ResponseStream(lm.responses(stream=True, **call), info, exchange.record_stream)
-        resp = to_response(lm.responses(**call), info)
+            return ResponseStream(_mapped(lm.responses, stream=True, **call), info, exchange.record_stream)
+        resp = to_response(_mapped(lm.responses, **call), info)
         exchange.record(output_text(resp), resp.id)
         return resp
 
@@ -130,14 +159,15 @@ class AsyncResponses:
                      **kwargs: Any) -> MemoryResponse | AsyncResponseStream:
         c = self._client
         model, opts, call = await c._abegin(model, {**kwargs, "input": input})
-        msgs = input_messages(input)
+        msgs = _checked_input(input)
         merged, info = await asyncio.to_thread(prepare_instructions, c.memory, opts, instructions, msgs, c.strict)
         call = _with_instructions(call, merged)
         exchange = c._exchange(opts, info, msgs, model)
         lm = litellm()
         if stream:
-            return AsyncResponseStream(await lm.aresponses(stream=True, **call), info, exchange.record_stream)
-        resp = to_response(await lm.aresponses(**call), info)
+            source = await _amapped(lm.aresponses, stream=True, **call)
+            return AsyncResponseStream(source, info, exchange.record_stream)
+        resp = to_response(await _amapped(lm.aresponses, **call), info)
         await asyncio.to_thread(exchange.record, output_text(resp), resp.id)
         return resp
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from memstore.adapters.openai.errors import bad_request
 
 from memstore import metrics
 from memstore.errors import InvalidInputError, MemstoreError
@@ -20,6 +23,7 @@ from memstore.messages import content_text
 from memstore.recall.context import Context
 from memstore.recall.inject import merge_instructions, merge_system
 from memstore.records import StyleRule
+from memstore.storage.db import short_waits
 
 if TYPE_CHECKING:
     from memstore.worker import Worker
@@ -79,6 +83,47 @@ def resolve_options(kwargs: dict[str, Any], default_user: str | None, default_na
                    token_budget=mem_opts.get("token_budget"))
 
 
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+
+
+def check_messages(messages: Any) -> list[Any]:
+    """The conversation as a list, checked the way the OpenAI API checks it, before any memory step or model
+    call: a malformed one raises the 400 the API would answer (``openai.BadRequestError``, also memstore's
+    InvalidInputError) instead of an error from deep inside memstore or litellm."""
+    if isinstance(messages, str | bytes | dict) or not isinstance(messages, Iterable):
+        raise bad_request(f"Invalid type for 'messages': expected an array of message objects, but got "
+                          f"{type(messages).__name__} instead.", "messages")
+    out = list(messages)
+    if not out:
+        raise bad_request("Invalid 'messages': empty array. Expected an array with minimum length 1.", "messages")
+    for i, m in enumerate(out):
+        where = f"messages[{i}]"
+        data = m.model_dump(exclude_none=True) if hasattr(m, "model_dump") else m
+        if not isinstance(data, dict):
+            raise bad_request(f"Invalid type for '{where}': expected an object, but got {type(m).__name__} "
+                              "instead.", where)
+        role = data.get("role")
+        if role not in ROLES:
+            raise bad_request(f"Invalid value for '{where}.role': {role!r}; supported values are: "
+                              f"{', '.join(ROLES)}.", f"{where}.role")
+        content = data.get("content")
+        if content is None:
+            if role in ("assistant", "function"):
+                continue
+            raise bad_request(f"Invalid value for '{where}.content': expected a string or an array of content "
+                              "parts, got null.", f"{where}.content")
+        if isinstance(content, str):
+            continue
+        if not isinstance(content, list | tuple):
+            raise bad_request(f"Invalid type for '{where}.content': expected one of a string or array of "
+                              f"objects, but got {type(content).__name__} instead.", f"{where}.content")
+        for j, part in enumerate(content):
+            if not (isinstance(part, dict) and isinstance(part.get("type"), str)):
+                raise bad_request(f"Invalid type for '{where}.content[{j}]': expected a content part object "
+                                  f"with a type, but got {type(part).__name__} instead.", f"{where}.content[{j}]")
+    return out
+
+
 def fail_open(info: MemoryInfo, exc: Exception, strict: bool, step: str) -> None:
     if strict:
         raise exc if isinstance(exc, MemstoreError) else MemstoreError(f"memory {step} failed: {exc}") from exc
@@ -97,7 +142,8 @@ def retrieve(mem: Memory, opts: Options, messages: Any, strict: bool, *,
     if not (opts.enabled and user) or skip:
         return None, info
     try:
-        ctx = mem.context(user, _plain(messages), opts.namespace, token_budget=opts.token_budget)
+        with short_waits(mem.config.request_db_wait):
+            ctx = mem.context(user, _plain(messages), opts.namespace, token_budget=opts.token_budget)
     except Exception as exc:
         fail_open(info, exc, strict, "retrieval")
         return None, info
@@ -199,9 +245,10 @@ def finish(mem: Memory, opts: Options, info: MemoryInfo, messages: Any, reply: s
     if not opts.user_id or not opts.enabled:
         return
     try:
-        turn = mem.outbox.record(opts.user_id, opts.namespace, _plain(messages), reply,
-                                 response_id=response_id or f"memstore-{uuid.uuid4().hex}", model=model,
-                                 extract=opts.extract, meta={"partial": True} if partial else None)
+        with short_waits(mem.config.request_db_wait):  # a locked database: the turn waits in the spool instead
+            turn = mem.outbox.record(opts.user_id, opts.namespace, _plain(messages), reply,
+                                     response_id=response_id or f"memstore-{uuid.uuid4().hex}", model=model,
+                                     extract=opts.extract, meta={"partial": True} if partial else None, spool=True)
         info.turn_id = turn.id
         metrics.inc("memstore_turns_recorded_total")
         if worker is not None and opts.extract:
@@ -212,8 +259,9 @@ def finish(mem: Memory, opts: Options, info: MemoryInfo, messages: Any, reply: s
         try:
             results = check_rules(info.context.rules, reply)
             if results:
-                mem.profiles.record_compliance(opts.user_id, opts.namespace, response_id, results,
-                                               attempt=2 if info.retried else 1)
+                with short_waits(mem.config.request_db_wait):
+                    mem.profiles.record_compliance(opts.user_id, opts.namespace, response_id, results,
+                                                   attempt=2 if info.retried else 1)
                 metrics.inc("memstore_rule_checks_total", len(results))
                 metrics.inc("memstore_rule_violations_total", sum(1 for _r, ok, _d in results if not ok))
                 info.compliance = {r.id: ok for r, ok, _d in results}
@@ -233,13 +281,22 @@ class Exchange:
     model: str
     strict: bool
     worker: Worker | None = None
+    on_recorded: Callable[[str], None] | None = None  # the client's list of its own turns (close() waits for them)
 
     def record(self, reply: str, response_id: str | None) -> None:
         """A finished reply; raises only if ``strict``."""
-        finish(self.mem, self.opts, self.info, self.messages, reply, response_id=response_id, model=self.model,
-               strict=self.strict, worker=self.worker)
+        try:
+            finish(self.mem, self.opts, self.info, self.messages, reply, response_id=response_id, model=self.model,
+                   strict=self.strict, worker=self.worker)
+        finally:
+            self._recorded()
 
     def record_stream(self, reply: str, partial: bool, response_id: str | None) -> None:
         """A stream's end (the streams' ``on_done``); never raises: the caller already has the reply."""
         finish(self.mem, self.opts, self.info, self.messages, reply, response_id=response_id, model=self.model,
                strict=False, partial=partial, worker=self.worker)
+        self._recorded()
+
+    def _recorded(self) -> None:
+        if self.on_recorded is not None and self.info.turn_id and self.opts.extract:
+            self.on_recorded(self.info.turn_id)

@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Generic, TypeVar
 
+from memstore.adapters.openai.errors import as_openai_error
 from memstore.adapters.openai.steps import MemoryInfo
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import (
@@ -36,10 +37,12 @@ _EVENT: TypeAdapter[ResponseStreamEvent] = TypeAdapter(ResponseStreamEvent)
 # -- the reply text of a finished result ---------------------------------------------------------------
 def reply_text(completion: ChatCompletion) -> str:
     """The text of the first choice; tool calls are rendered so the turn still shows what happened."""
-    if not completion.choices:
+    if not completion.choices or not isinstance(completion.choices, list):
         return ""
-    msg = completion.choices[0].message
-    text = msg.content or ""
+    msg = getattr(completion.choices[0], "message", None)
+    if msg is None:
+        return ""
+    text = msg.content if isinstance(msg.content, str) else ""
     for call in msg.tool_calls or []:
         function = getattr(call, "function", None)  # custom tool calls have no function
         if function is not None:
@@ -66,7 +69,9 @@ def _data(raw: Any, mode: str = "python") -> dict[str, Any]:
 
 
 def to_chunk(raw: Any, seq: int = 0) -> ChatCompletionChunk:
-    """litellm's stream chunk as ``openai.types.chat.ChatCompletionChunk``."""
+    """litellm's stream chunk as ``openai.types.chat.ChatCompletionChunk`` (the SDK's own passes unchanged)."""
+    if isinstance(raw, ChatCompletionChunk):
+        return raw
     return ChatCompletionChunk.model_validate(_data(raw))
 
 
@@ -154,9 +159,12 @@ class SyncStream(_Stream[ItemT], Iterator[ItemT]):
         except StopIteration:
             self._finish(partial=False)
             raise
-        except BaseException:
+        except BaseException as exc:
             self._finish(partial=True)
-            raise
+            mapped = as_openai_error(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
 
     def _finish(self, partial: bool) -> None:
         ending = self._ending(partial)
@@ -200,9 +208,12 @@ class AsyncStream(_Stream[ItemT], AsyncIterator[ItemT]):
         except StopAsyncIteration:
             await self._finish(partial=False)
             raise
-        except BaseException:
+        except BaseException as exc:
             await self._finish(partial=True)
-            raise
+            mapped = as_openai_error(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
 
     async def _finish(self, partial: bool) -> None:
         ending = self._ending(partial)

@@ -10,6 +10,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 from sqlalchemy import Engine, event, text
@@ -22,13 +23,39 @@ from memstore.errors import ConfigError, StorageError
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
+BUSY_TIMEOUT_MS = 30000
+_busy_ms: ContextVar[int | None] = ContextVar("memstore_busy_ms", default=None)
+
+
+@contextmanager
+def short_waits(seconds: float) -> Iterator[None]:
+    """Database work inside waits at most ``seconds`` for a lock another connection holds (SQLite's busy
+    timeout; other databases are unaffected), then fails with "database is locked" instead of stalling: for
+    the request path of MemoryClient and the proxy, which must not hang on a long write elsewhere."""
+    token = _busy_ms.set(max(0, int(seconds * 1000)))
+    try:
+        yield
+    finally:
+        _busy_ms.reset(token)
+
+
+def _apply_busy_timeout(dbapi_conn, record, _proxy) -> None:  # type: ignore[no-untyped-def]
+    """On checkout: the short wait of ``short_waits`` when inside one, else the normal busy timeout."""
+    want = _busy_ms.get()
+    want = BUSY_TIMEOUT_MS if want is None else want
+    if record.info.get("busy_ms", BUSY_TIMEOUT_MS) == want:
+        return
+    cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout={int(want)}")
+    cur.close()
+    record.info["busy_ms"] = want
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
@@ -50,6 +77,7 @@ def get_engine(url: str) -> Engine:
                 pool_size=4, max_overflow=16
             )
             event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "checkout", _apply_busy_timeout)
         else:
             try:
                 engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)

@@ -1,8 +1,8 @@
 """The typed public surface: mypy over it, and the constructors' parity with the openai SDK's.
 
-Also the CI command for the type check: ``python tests/test_client_typing.py`` runs mypy with pyproject's
-[tool.mypy] section over its ``files``, naming the repo's ``adapters/`` modules ``memstore.adapters.*`` as the
-wheel installs them (plain ``mypy`` would call them ``adapters.*`` and fail to resolve their imports), and
+Also a command for the type check: ``python tests/adapters/openai/test_client_typing.py`` runs mypy with
+pyproject's [tool.mypy] section over its ``files``, naming the repo's ``adapters/`` modules
+``memstore.adapters.*`` as the wheel installs them (plain ``mypy`` would call them ``adapters.*`` and fail to resolve their imports), and
 type-checks a sample of user code written against the openai SDK's types.
 """
 
@@ -20,7 +20,7 @@ from openai.types.chat import ChatCompletion
 from memstore import AsyncMemoryClient, MemoryClient
 from memstore.testing import ScriptedLLM
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 
 # code a user of the openai SDK writes: it must type-check against MemoryClient as it does against openai.OpenAI
 USER_CODE = '''
