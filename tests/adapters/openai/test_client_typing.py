@@ -2,8 +2,8 @@
 
 Also a command for the type check: ``python tests/adapters/openai/test_client_typing.py`` runs mypy with
 pyproject's [tool.mypy] section over its ``files``, naming the repo's ``adapters/`` modules
-``memstore.adapters.*`` as the wheel installs them (plain ``mypy`` would call them ``adapters.*`` and fail to resolve their imports), and
-type-checks a sample of user code written against the openai SDK's types.
+``memstore.adapters.*`` as the wheel installs them (plain ``mypy`` would call them ``adapters.*`` and fail
+to resolve their imports), and type-checks a sample of user code written against the openai SDK's types.
 """
 
 from __future__ import annotations
