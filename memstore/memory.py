@@ -9,14 +9,13 @@ outbox, the retriever and the extraction pipeline each receive only what they us
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from memstore import portability
 from memstore.config import MemoryConfig
 from memstore.errors import InvalidInputError
-from memstore.extract.pipeline import Extraction
 from memstore.instructions.profiles import Profile, ProfileStore, RulesHandle
 from memstore.messages import normalize_messages
 from memstore.outbox import Outbox
@@ -28,6 +27,9 @@ from memstore.storage.embed import Embedder, SentenceTransformerEmbedder
 from memstore.storage.store import MemoryStore
 from memstore.storage.vectors import ChromaIndex, VectorIndex
 from memstore.validate import check_actor, check_kind, check_metadata, check_scope, check_text
+
+if TYPE_CHECKING:
+    from memstore.extract.pipeline import Extraction
 
 log = logging.getLogger("memstore")
 
@@ -67,9 +69,16 @@ class Memory:
                                      auto_accept_rules=cfg.auto_accept_rules)
         self.outbox = Outbox(self.engine, redact_secrets=cfg.redact_secrets,
                              max_attempts=cfg.extraction_max_attempts, spool_dir=cfg.resolved_home() / "spool")
-        self.extraction = Extraction(self.store, self.profiles, self.outbox, self.retriever, llm=lambda: self.llm,
-                                     extractor=cfg.extractor, batch_size=cfg.extraction_batch_size,
-                                     redact_secrets=cfg.redact_secrets)
+
+    @functools.cached_property
+    def extraction(self) -> Extraction:
+        """The extraction pipeline over this store's parts (built on first use: a CLI listing never needs it)."""
+        from memstore.extract.pipeline import Extraction
+
+        cfg = self.config
+        return Extraction(self.store, self.profiles, self.outbox, self.retriever, llm=lambda: self.llm,
+                          extractor=cfg.extractor, batch_size=cfg.extraction_batch_size,
+                          redact_secrets=cfg.redact_secrets)
 
     @property
     def search_settings(self) -> SearchSettings:
@@ -227,24 +236,32 @@ class Memory:
         """Deletes everything of the user: memories, vectors, events, profile, rules, turns, feedback."""
         check_scope(user_id, namespace if namespace is not None else "default")
         counts = {"memories": self.store.forget(user_id, namespace)}
+        from memstore import portability
+
         counts.update(portability.forget_rest(self.engine, user_id, namespace))
         counts["turns"] = counts.get("turns", 0) + self.outbox.forget_spooled(user_id, namespace)
         return counts
 
     def users(self) -> list[dict[str, Any]]:
         """Every (user, namespace) with memory counts and last activity."""
+        from memstore import portability
+
         return portability.list_users(self.engine)
 
     # ---- portability --------------------------------------------------------------------------------
     def export(self, user_id: str, namespace: str | None = None) -> dict[str, Any]:
         """A JSON-serialisable, versioned dump of everything stored about the user."""
         check_scope(user_id, namespace if namespace is not None else "default")
+        from memstore import portability
+
         return portability.export_user(self.engine, user_id, namespace)
 
     def import_(self, data: dict[str, Any] | str | Path, *, dry_run: bool = False) -> dict[str, int]:
         """Restores an export (a dict, a JSON string or a file path), all or nothing, every row checked as the
         write path that made it would check it and kept inside its own scope. Existing records are kept.
         ``dry_run``: check and count what would be written; write nothing."""
+        from memstore import portability
+
         result = portability.import_data(self.engine, data, dry_run=dry_run,
                                          limits=portability.ImportLimits.from_config(self.config))
         if not dry_run:

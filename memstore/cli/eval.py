@@ -310,6 +310,27 @@ def bench_embed_cmd(
     typer.echo(f"wrote {out}")
 
 
+@bench_app.command("startup")
+def bench_startup_cmd(
+    memories: int = typer.Option(1000, "--memories", min=1, help="Memories in the existing store."),
+    repeats: int = typer.Option(5, "--repeats", min=1, help="Fresh processes of each kind; medians reported."),
+    out: Path = typer.Option(Path("bench-startup.json"), "--out"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Fresh-process start-up on an existing store: to the first MemoryClient reply, to a healthy memstore
+    serve, and memstore memories list."""
+    from memstore.eval.common import offline_env
+
+    offline_env()
+    from memstore.eval.bench.startup import bench_startup, print_startup
+    from memstore.eval.common import write_json
+
+    result = bench_startup(memories=memories, repeats=repeats, show_progress=progress)
+    write_json(out, result)
+    print_startup(result)
+    typer.echo(f"wrote {out}")
+
+
 @bench_app.command("server")
 def bench_server_cmd(
     requests: int = typer.Option(800, "--requests", help="Requests per concurrent scenario."),

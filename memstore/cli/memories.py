@@ -76,6 +76,9 @@ def _flags(rec: MemoryRecord) -> str:
     return ", ".join(out)
 
 
+TABLE_ROWS = 100  # rows a table shows by default: a terminal page or two, rendered fast
+
+
 def print_memories(recs: list[MemoryRecord], title: str, scores: list[float] | None = None) -> None:
     cols = ["ID", "Kind", "Text", "Updated", "Notes"]
     if scores is not None:
@@ -119,22 +122,32 @@ def list_(
     namespace: NamespaceOpt = "default",
     all_: Annotated[bool, typer.Option("--all", "-a", help="Include invalidated (superseded) memories.")] = False,
     kind: KindOpt = None,
-    limit: Annotated[int | None, typer.Option(help="At most this many.", min=1, show_default=False)] = None,
+    limit: Annotated[int | None, typer.Option(help=f"At most this many (the table: {TABLE_ROWS} unless given; "
+                                              "--json: all).", min=1, show_default=False)] = None,
+    offset: Annotated[int, typer.Option(help="Skip this many first.", min=0)] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """List a user's memories, oldest first."""
     mem = open_memory()
-    recs = mem.get_all(user, namespace, include_invalid=all_, kind=kind, limit=limit)
+    shown = limit if limit is not None or as_json else TABLE_ROWS
+    recs = mem.get_all(user, namespace, include_invalid=all_, kind=kind,
+                       limit=None if shown is None else shown + 1, offset=offset)
+    more = shown is not None and len(recs) > shown
+    recs = recs[:shown] if shown is not None else recs
     if as_json:
         print_json([memory_dict(r) for r in recs])
         return
     if not recs:
-        info(f"No memories for {esc(user)!r} in namespace {esc(namespace)!r}.")
+        info(f"No memories for {esc(user)!r} in namespace {esc(namespace)!r}" + (" past that offset." if offset
+                                                                               else "."))
         return
     valid = sum(r.invalid_at is None for r in recs)
     title = f"Memories of {esc(user)} ({namespace}): {valid} current" + (
-        f", {len(recs) - valid} invalidated" if all_ else "")
+        f", {len(recs) - valid} invalidated" if all_ else "") + (f", from #{offset + 1}" if offset else "")
     print_memories(recs, title)
+    if more:
+        info(f"Showing {len(recs)} from #{offset + 1}; more follow: --offset {offset + len(recs)} for the next "
+             "ones, --limit N for more at once, --json for all.")
 
 
 @app.command()

@@ -276,7 +276,7 @@ def test_cli_apps_import_cheaply() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert {c.name for c in eval_app.registered_commands} == {"locomo", "prefeval", "extraction", "followups"}
     assert {c.name for c in bench_app.registered_commands} == {"search", "ingest", "overhead", "cli", "server",
-                                                              "backends", "embed"}
+                                                              "backends", "embed", "startup"}
 
 
 def test_eval_extraction_cli(locomo_file: Path, tmp_path: Path) -> None:
