@@ -39,7 +39,7 @@ log = logging.getLogger("memstore")
 
 ScopeKey = tuple[str, str]
 
-ROW_OVERHEAD_BYTES = 140  # per cached vector besides the vector: its id, hash, and conversation links
+ROW_OVERHEAD_BYTES = 200  # per cached vector besides the vector: its id, hash, row entry, conversation links
 SYNC_LOAD_LIMIT = 2000   # scopes up to this many vectors load inline (cheaper than one filtered chroma query)
 FETCH_PAGE = 1000        # ids per chroma get
 REVALIDATE_S = 60.0      # an entry is diffed against SQL at least this often, token or not (a writer that
@@ -96,6 +96,7 @@ class _Entry:
     next: np.ndarray           # row of the memory after it, -1 if none
     ctx_norm: np.ndarray       # |v + v_prev| per row (1 where there is no previous memory)
     speakers: tuple[str, ...]  # who speaks in the scope's conversations (provenance), most frequent first
+    row: dict[str, int]        # id -> its row in ``matrix`` (built once: every search's neighbours look it up)
 
     @property
     def nbytes(self) -> int:
@@ -163,10 +164,9 @@ class ScopeVectorCache:
             entry = self._entries.get((user_id, namespace))
         if entry is None:
             return None
-        rows = {mid: n for n, mid in enumerate(entry.ids)}
         out: dict[str, list[str]] = {}
         for mid in ids:
-            n = rows.get(mid)
+            n = entry.row.get(mid)
             if n is not None:
                 out[mid] = [entry.ids[j] for j in (int(entry.prev[n]), int(entry.next[n])) if j >= 0]
         return out
@@ -244,8 +244,7 @@ class ScopeVectorCache:
         ids: list[str] = []
         vecs: list[np.ndarray] = []
         if old is not None and keep:
-            pos = {i: n for n, i in enumerate(old.ids)}
-            rows = [pos[i] for i in keep]
+            rows = [old.row[i] for i in keep]
             ids.extend(keep)
             vecs.append(old.matrix[rows])
         got = [i for i in missing if i in fetched]  # a vector gone meanwhile is picked up by the next diff
@@ -258,7 +257,8 @@ class ScopeVectorCache:
         matrix = np.concatenate(vecs) if vecs else np.zeros((0, dim), dtype=np.float32)
         prev, nxt, ctx_norm, speakers = _layout(ids, matrix, provenance)
         entry = _Entry(token=token, ids=ids, hashes={i: want[i] for i in ids}, matrix=matrix,
-                       loaded_at=time.monotonic(), prev=prev, next=nxt, ctx_norm=ctx_norm, speakers=speakers)
+                       loaded_at=time.monotonic(), prev=prev, next=nxt, ctx_norm=ctx_norm, speakers=speakers,
+                       row={mid: n for n, mid in enumerate(ids)})
         if entry.nbytes > self.max_bytes:  # would evict everything else and still not fit
             self._mark_too_big(scope, token)
             return None

@@ -435,13 +435,15 @@ class MemoryStore:
                 col(MemoryRecord.conversation).in_(convs), col(MemoryRecord.position).is_not(None))
                 .order_by(col(MemoryRecord.conversation), col(MemoryRecord.position))).all() if convs else []
         order: dict[str, list[str]] = {}
+        place: dict[str, int] = {}
         for mid, conv, _pos in rows:
-            order.setdefault(conv, []).append(mid)
+            seq = order.setdefault(conv, [])
+            place[mid] = len(seq)
+            seq.append(mid)
         out: dict[str, list[str]] = {}
         for mid, conv, _pos in mine:
-            seq = order.get(conv, [])
-            if mid in seq:
-                k = seq.index(mid)
+            if mid in place:
+                seq, k = order[conv], place[mid]
                 out[mid] = [seq[j] for j in (k - 1, k + 1) if 0 <= j < len(seq)]
         return out
 
