@@ -121,6 +121,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.add_middleware(_StatusCounter, counts=statuses)
     _install_error_handlers(app)
     app.include_router(memory_router)
+    from memstore.adapters.ui import server_router  # the web inspector at /ui
+
+    app.include_router(server_router())
     app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
     app.add_api_route("/v1/models", list_models, methods=["GET"])
     app.add_api_route("/v1/models/{model:path}", get_model, methods=["GET"])

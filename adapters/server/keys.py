@@ -3,7 +3,9 @@
 A key looks like ``msk_<prefix>_<secret>``. Only the prefix (a public lookup id, shown by ``memstore keys
 list``) and ``sha256(prefix + "." + secret)`` are stored; the full key is printed once, at creation.
 Verification looks the row up by prefix and compares digests in constant time. A key may be bound to a
-namespace: the server then refuses any request for another namespace.
+namespace: the server then refuses any request for another namespace. A key created with ``admin=True``
+(``memstore keys create --admin``) may also sign in to the web inspector (``/ui``); every key works for the
+proxy.
 
 The table lives in the memstore database. ``open_keys`` creates it in an existing database, so a store
 created before the proxy existed gains it on first use.
@@ -20,7 +22,8 @@ import time
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, inspect, text, update
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from memstore.errors import InvalidInputError, NotFoundError
@@ -44,6 +47,7 @@ class ProxyKey(SQLModel, table=True):
     prefix: str = Field(max_length=32, unique=True, index=True)
     hash: str = Field(max_length=64)
     namespace: str | None = Field(default=None, max_length=256)
+    admin: bool = False  # may sign in to the web inspector (/ui); keys made before the column existed: False
     created_at: datetime = Field(default_factory=utcnow)
     revoked_at: datetime | None = None
     last_used_at: datetime | None = None
@@ -55,7 +59,8 @@ class ProxyKey(SQLModel, table=True):
     def public_dict(self) -> dict[str, object]:
         """Everything but the hash."""
         return {"id": self.id, "name": self.name, "prefix": self.prefix, "namespace": self.namespace,
-                "created_at": self.created_at, "revoked_at": self.revoked_at, "last_used_at": self.last_used_at}
+                "admin": bool(self.admin), "created_at": self.created_at, "revoked_at": self.revoked_at,
+                "last_used_at": self.last_used_at}
 
 
 def digest(prefix: str, secret: str) -> str:
@@ -63,8 +68,17 @@ def digest(prefix: str, secret: str) -> str:
 
 
 def ensure_table(engine: Engine) -> None:
-    """Creates ``proxy_keys`` in a database that predates it (idempotent)."""
+    """Creates ``proxy_keys`` in a database that predates it, and adds the ``admin`` column to one made before
+    admin keys existed (its keys stay proxy keys, not admin). Idempotent; safe when two processes race."""
     SQLModel.metadata.create_all(engine, tables=[ProxyKey.__table__])  # type: ignore[attr-defined]
+    if "admin" in {c["name"] for c in inspect(engine).get_columns("proxy_keys")}:
+        return
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE proxy_keys ADD COLUMN admin BOOLEAN NOT NULL DEFAULT FALSE"))
+    except (OperationalError, ProgrammingError):  # another process added it first
+        if "admin" not in {c["name"] for c in inspect(engine).get_columns("proxy_keys")}:
+            raise
 
 
 def open_keys(engine: Engine | None = None, *, home: str | None = None, database_url: str | None = None) -> KeyStore:
@@ -93,8 +107,9 @@ class KeyStore:
         self._touched: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def create(self, name: str, namespace: str | None = None) -> tuple[ProxyKey, str]:
-        """Returns the new row and the full key (the only time it is available)."""
+    def create(self, name: str, namespace: str | None = None, *, admin: bool = False) -> tuple[ProxyKey, str]:
+        """Returns the new row and the full key (the only time it is available). ``admin``: the key may also
+        sign in to the web inspector (only within ``namespace`` when it is bound to one)."""
         if not isinstance(name, str) or not name.strip():
             raise InvalidInputError("key name must not be empty")
         name = name.strip()
@@ -110,7 +125,8 @@ class KeyStore:
                     break
         else:  # pragma: no cover - 48 random bits colliding five times
             raise RuntimeError("could not allocate a unique key prefix")
-        row = ProxyKey(name=name, prefix=prefix, hash=digest(prefix, secret), namespace=namespace)
+        row = ProxyKey(name=name, prefix=prefix, hash=digest(prefix, secret), namespace=namespace,
+                       admin=bool(admin))
         with session_scope(self.engine) as s:
             s.add(row)
         return row, f"{KEY_SCHEME}_{prefix}_{secret}"

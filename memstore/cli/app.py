@@ -43,6 +43,7 @@ LAZY: dict[str, tuple[str, str, str, str]] = {
               "pointing base_url here.", "pip install 'memstore[server]'"),
     "keys": ("memstore.cli.serve", "keys_app", "Proxy keys for `memstore serve`: create, list, revoke.",
              "pip install 'memstore[server]'"),
+    "ui": ("memstore.cli.ui", "ui", "Serve the web memory inspector in a browser.", "pip install 'memstore[server]'"),
     "mcp": ("memstore.cli.mcp", "mcp", "MCP server over one user's memory (stdio or HTTP).", "pip install 'mcp>=2'"),
 }
 LAZY_PANEL = "Extensions"

@@ -147,6 +147,9 @@ def keys_create(
     name: Annotated[str, typer.Option(help="A label: which app or person uses the key.")],
     namespace: Annotated[str | None, typer.Option(
         help="Bind the key to this namespace: it cannot read or write any other.")] = None,
+    admin: Annotated[bool, typer.Option(
+        "--admin", help="The key may also sign in to the web inspector (/ui): see and edit every user's memories "
+                        "(of its namespace, when bound to one).")] = False,
     home: Annotated[str | None, typer.Option(help=HOME_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -154,7 +157,7 @@ def keys_create(
     from memstore.errors import MemstoreError
 
     try:
-        row, key = _store(home).create(name, namespace)
+        row, key = _store(home).create(name, namespace, admin=admin)
     except MemstoreError as exc:  # a bad name or namespace: a usage error
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -163,6 +166,7 @@ def keys_create(
         return
     typer.echo(key)
     bound = f", bound to namespace {row.namespace!r}" if row.namespace else ""
+    bound += ", admin: may sign in to /ui" if row.admin else ""
     typer.echo(f"created key {row.prefix} ({row.name}{bound}). It is shown only this once; store it safely.",
                err=True)
 
@@ -173,7 +177,7 @@ def keys_list(
     include_revoked: Annotated[bool, typer.Option("--all/--active", help="Include revoked keys.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """List proxy keys (prefix, name, namespace, created, last used, revoked). Secrets are never shown."""
+    """List proxy keys (prefix, name, namespace, admin, created, last used, revoked). Secrets are never shown."""
     rows = _store(home).list(include_revoked)
     if as_json:
         typer.echo(json.dumps([_key_json(r) for r in rows]))
@@ -181,10 +185,10 @@ def keys_list(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("prefix", "name", "namespace", "created", "last used", "revoked")
+    table = Table("prefix", "name", "namespace", "admin", "created", "last used", "revoked")
     for r in rows:
-        table.add_row(r.prefix, r.name, r.namespace or "(any)", _when(r.created_at), _when(r.last_used_at),
-                      _when(r.revoked_at))
+        table.add_row(r.prefix, r.name, r.namespace or "(any)", "yes" if r.admin else "", _when(r.created_at),
+                      _when(r.last_used_at), _when(r.revoked_at))
     Console().print(table)
 
 
