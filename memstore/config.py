@@ -47,7 +47,17 @@ class MemoryConfig(BaseModel):
     extraction_max_attempts: int = 3
 
     token_budget: int = 800
+    injection: Literal["split", "system"] = Field(
+        "split", description="Where the block goes: split (rules, profile and pinned memories in the leading "
+        "system message, the memories recalled for this request in a system message just before the last user "
+        "message, so the history stays a cacheable prefix) or system (the whole block in the leading system "
+        "message).")
     search_limit: int = 8
+    episodes: bool = Field(True, description="Keep every recorded exchange as a searchable episode and inject "
+                           "the relevant excerpts of past conversations after the facts (per request: "
+                           "memory.episodes).")
+    episode_limit: int = Field(3, ge=0, description="At most this many past-conversation excerpts per request "
+                               "(within token_budget, after the facts).")
     recency_weight: float = 0.1
     dense_weight: float = 1.0
     lexical_weight: float = 0.5

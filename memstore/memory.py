@@ -21,7 +21,7 @@ from memstore.messages import normalize_messages
 from memstore.outbox import Outbox
 from memstore.recall.context import Context, build_context
 from memstore.recall.search import PRESETS, Retriever, SearchSettings
-from memstore.records import MemoryEvent, MemoryHit, MemoryOp, MemoryRecord
+from memstore.records import EPISODE, MemoryEvent, MemoryHit, MemoryOp, MemoryRecord
 from memstore.storage.db import get_engine
 from memstore.storage.embed import Embedder, SentenceTransformerEmbedder
 from memstore.storage.store import MemoryStore
@@ -78,7 +78,7 @@ class Memory:
         cfg = self.config
         return Extraction(self.store, self.profiles, self.outbox, self.retriever, llm=lambda: self.llm,
                           extractor=cfg.extractor, batch_size=cfg.extraction_batch_size,
-                          redact_secrets=cfg.redact_secrets)
+                          redact_secrets=cfg.redact_secrets, episodes=cfg.episodes)
 
     @property
     def search_settings(self) -> SearchSettings:
@@ -153,8 +153,11 @@ class Memory:
         *,
         include_invalid: bool = False,
         settings: SearchSettings | str | None = None,
+        kind: str | None = None,
     ) -> list[MemoryHit]:
-        """Hybrid search within one user's scope, best first."""
+        """Hybrid search within one user's scope, best first. Searches the facts (every kind but episodes)
+        unless ``kind`` says otherwise: ``kind="episode"`` searches the excerpts of past conversations, any
+        other kind keeps only memories of that kind."""
         user_id, namespace = check_scope(user_id, namespace)
         query = check_text(query, 10_000, "query")
         if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
@@ -165,7 +168,15 @@ class Memory:
             if settings not in PRESETS:
                 raise InvalidInputError(f"unknown search preset {settings!r}; one of {sorted(PRESETS)}")
             settings = PRESETS[settings]
-        return self.retriever.search(query, user_id, namespace, limit, filters, include_invalid, settings)
+        pool = "facts"
+        if kind is not None:
+            check_kind(kind)
+            if kind == EPISODE:
+                pool = "episodes"
+            else:
+                filters = {**(filters or {}), "kind": kind}
+        return self.retriever.search(query, user_id, namespace, limit, filters, include_invalid, settings,
+                                     pool=pool)
 
     def get(self, memory_id: str, *, user_id: str | None = None) -> MemoryRecord:
         """One memory by id (restricted to ``user_id`` when given). Raises NotFoundError."""
@@ -181,11 +192,13 @@ class Memory:
         limit: int | None = None,
         offset: int = 0,
     ) -> list[MemoryRecord]:
-        """Every memory of the user, oldest first (``namespace=None``: all namespaces)."""
+        """Every memory of the user, oldest first (``namespace=None``: all namespaces). Facts only (every kind
+        but episodes) unless ``kind`` names one: ``kind="episode"`` lists the excerpts of past conversations."""
         check_scope(user_id, namespace if namespace is not None else "default")
         if kind is not None:
             check_kind(kind)
-        return self.store.list(user_id, namespace, include_invalid, kind=kind, limit=limit, offset=offset)
+        return self.store.list(user_id, namespace, include_invalid, kind=kind, limit=limit, offset=offset,
+                               pool="facts" if kind is None else None)
 
     def update(self, memory_id: str, text: str | None = None, *, user_id: str | None = None,
                actor: str = "api", reason: str | None = None, kind: str | None = None,
@@ -292,8 +305,12 @@ class Memory:
         return self.profiles.compliance(user_id, namespace)
 
     def context(self, user_id: str, messages: str | list[dict[str, Any]], namespace: str = "default",
-                *, token_budget: int | None = None) -> Context:
-        """What MemoryClient would inject for these messages, without calling a model."""
+                *, token_budget: int | None = None, episodes: bool | None = None) -> Context:
+        """What MemoryClient would inject for these messages, without calling a model. ``episodes``: include
+        the relevant excerpts of past conversations (default: ``MemoryConfig.episodes``)."""
+        if episodes is not None and not isinstance(episodes, bool):
+            raise InvalidInputError("episodes must be true or false")
+        on = self.config.episodes if episodes is None else episodes
         return build_context(self.retriever, self.profiles, user_id, namespace, messages,
                              token_budget=self.config.token_budget if token_budget is None else token_budget,
-                             limit=self.config.search_limit)
+                             limit=self.config.search_limit, episodes=self.config.episode_limit if on else 0)

@@ -16,8 +16,12 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-MemoryKind = Literal["fact", "preference", "event", "instruction"]
-KINDS: tuple[str, ...] = ("fact", "preference", "event", "instruction")
+MemoryKind = Literal["fact", "preference", "event", "instruction", "episode"]
+KINDS: tuple[str, ...] = ("fact", "preference", "event", "instruction", "episode")
+#: An excerpt of a past conversation (one recorded exchange), kept beside the facts extracted from it and
+#: searched as its own pool: ``Memory.search`` / ``get_all`` return it only when asked (``kind="episode"``).
+EPISODE = "episode"
+FACT_KINDS: tuple[str, ...] = tuple(k for k in KINDS if k != EPISODE)
 EventType = Literal["ADD", "UPDATE", "INVALIDATE", "DELETE", "RESTORE"]
 Actor = Literal["llm", "heuristic", "rules", "user", "api", "cli", "import"]  # "rules": the heuristic before 0.2
 TurnStatus = Literal["pending", "processing", "done", "failed", "skipped"]

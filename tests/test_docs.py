@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,10 +62,27 @@ def test_instructions_doc_shows_the_rendered_block(make_memory) -> None:
         rules.add(text)
     mem.add("I am allergic to shellfish", user_id="alice", infer=False)
     mem.add("My name is Ana", user_id="alice", infer=False, pinned=True)
-    block = mem.context("alice", "Can I eat paella tonight?").system_block
-    block = re.sub(r'id="[0-9a-f]{8}"', 'id="…"', block)
-    block = re.sub(r'date="\d{4}-\d\d-\d\d"', 'date="2026-11-23"', block)
-    assert block in (DOCS / "instructions.md").read_text()
+    from memstore.recall.inject import merge_split
+
+    def elided(block: str) -> str:
+        block = re.sub(r'id="[0-9a-f]{8}"', 'id="…"', block)
+        return re.sub(r'date="\d{4}-\d\d-\d\d"', 'date="2026-11-23"', block)
+
+    ctx = mem.context("alice", "Can I eat paella tonight?")
+    doc = (DOCS / "instructions.md").read_text()
+    stable, recall = elided(ctx.stable_block), elided(ctx.recall_block)
+    assert f"```xml\n{stable}\n```" in doc and f"```xml\n{recall}\n```" in doc
+    # the layout the doc describes: the default placement, three messages, and the "system" block
+    assert MemoryConfig().injection == "split" and "| `split` (default) |" in doc
+    app = {"role": "system", "content": "You are a cooking assistant."}
+    user = {"role": "user", "content": "Can I eat paella tonight?"}
+    assert f"`{json.dumps([app, user], ensure_ascii=False)}`" in doc
+    assert merge_split([app, user], ctx.stable_block, ctx.recall_block) == [
+        {"role": "system", "content": f"{app['content']}\n\n{ctx.stable_block}"},
+        {"role": "system", "content": ctx.recall_block}, user]
+    shellfish = next(line for line in recall.splitlines() if "shellfish" in line)
+    pinned = next(line for line in stable.splitlines() if "My name is Ana" in line)
+    assert elided(ctx.system_block) == stable.replace(pinned, f"{pinned}\n{shellfish}")
 
 
 def test_configuration_doc_lists_every_setting() -> None:

@@ -1,8 +1,9 @@
 """The memory steps of one request, shared by MemoryClient, AsyncMemoryClient and the proxy server.
 
 resolve options -> retrieve (one step for chat and responses; fail open) -> inject into a copy of the messages
-(or the Responses ``instructions``) -> [model call, done by the caller] -> [enforce_rules: the retry decision,
-``rule_retry``] -> record the turn and check the rules (fail open; ``Exchange``). All pure or synchronous: the
+(or the Responses ``instructions`` and ``input``), placed as ``MemoryConfig.injection`` says -> [model call,
+done by the caller] -> [enforce_rules: the retry decision, ``rule_retry``] -> record the turn and check the rules
+(fail open; ``Exchange``). All pure or synchronous: the
 sync and async clients differ only in how they call the model and run these steps (directly or in a thread).
 """
 
@@ -21,7 +22,7 @@ from memstore.errors import InvalidInputError, MemstoreError
 from memstore.memory import Memory
 from memstore.messages import content_text
 from memstore.recall.context import Context
-from memstore.recall.inject import merge_instructions, merge_system
+from memstore.recall.inject import merge_input, merge_instructions, merge_split, merge_system
 from memstore.records import StyleRule
 from memstore.storage.db import short_waits
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from memstore.worker import Worker
 
 log = logging.getLogger("memstore")
-MEMORY_OPTION_KEYS = {"user_id", "namespace", "enabled", "extract", "token_budget"}
+MEMORY_OPTION_KEYS = {"user_id", "namespace", "enabled", "extract", "token_budget", "episodes"}
 
 
 @dataclass
@@ -39,6 +40,7 @@ class Options:
     enabled: bool = True
     extract: bool = True
     token_budget: int | None = None
+    episodes: bool | None = None  # past-conversation excerpts in the block (None: MemoryConfig.episodes)
 
 
 @dataclass
@@ -80,7 +82,14 @@ def resolve_options(kwargs: dict[str, Any], default_user: str | None, default_na
         raise InvalidInputError("user must be a string")
     return Options(user_id=user, namespace=mem_opts.get("namespace") or default_namespace,
                    enabled=bool(mem_opts.get("enabled", True)), extract=bool(mem_opts.get("extract", True)),
-                   token_budget=mem_opts.get("token_budget"))
+                   token_budget=mem_opts.get("token_budget"), episodes=_episodes_option(mem_opts))
+
+
+def _episodes_option(mem_opts: dict[str, Any]) -> bool | None:
+    value = mem_opts.get("episodes")
+    if value is not None and not isinstance(value, bool):
+        raise InvalidInputError('extra_body["memory"]["episodes"] must be true or false')
+    return value
 
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
@@ -143,7 +152,8 @@ def retrieve(mem: Memory, opts: Options, messages: Any, strict: bool, *,
         return None, info
     try:
         with short_waits(mem.config.request_db_wait):
-            ctx = mem.context(user, _plain(messages), opts.namespace, token_budget=opts.token_budget)
+            ctx = mem.context(user, _plain(messages), opts.namespace, token_budget=opts.token_budget,
+                              episodes=opts.episodes)
     except Exception as exc:
         fail_open(info, exc, strict, "retrieval")
         return None, info
@@ -155,15 +165,49 @@ def retrieve(mem: Memory, opts: Options, messages: Any, strict: bool, *,
     return ctx, info
 
 
+def inject(ctx: Context | None, messages: Any, placement: str) -> Any:
+    """Chat completions: the messages to send, a copy with the block placed as ``placement`` says ("split":
+    the stable part in the leading system message, the recalled part just before the last user message;
+    "system": the whole block in the leading system message)."""
+    if ctx is None:
+        return messages
+    if placement == "split":
+        return merge_split(messages, ctx.stable_block, ctx.recall_block)
+    return merge_system(messages, ctx.system_block)
+
+
+def inject_responses(ctx: Context | None, instructions: str | None, input: Any,
+                     placement: str) -> tuple[str | None, Any]:
+    """Responses API: (instructions, input) to send. "split": the stable part goes into ``instructions``
+    (resent every turn, and byte-identical, so it stays a cached prefix) and the recalled part is an input item
+    just before the last user item; "system": the whole block goes into ``instructions``."""
+    if ctx is None:
+        return instructions, input
+    if placement == "split":
+        return merge_input(instructions, input, ctx.stable_block, ctx.recall_block)
+    return merge_instructions(instructions, ctx.system_block), input
+
+
 def prepare(mem: Memory, opts: Options, messages: Any, strict: bool) -> tuple[Any, MemoryInfo]:
     """Chat completions: retrieves and injects; returns the messages to send (a copy) and the info so far."""
     ctx, info = retrieve(mem, opts, messages, strict)
-    return (messages if ctx is None else merge_system(messages, ctx.system_block)), info
+    return inject(ctx, messages, mem.config.injection), info
+
+
+def prepare_responses(mem: Memory, opts: Options, instructions: str | None, input: Any,
+                      input_messages: list[dict[str, Any]], strict: bool,
+                      skip: bool = False) -> tuple[str | None, Any, MemoryInfo]:
+    """Responses API: retrieves and injects; returns the ``instructions`` and ``input`` to send (the caller's
+    ``input`` is never mutated) and the info so far."""
+    ctx, info = retrieve(mem, opts, input_messages, strict, skip=skip)
+    merged, sent = inject_responses(ctx, instructions, input, mem.config.injection)
+    return merged, sent, info
 
 
 def prepare_instructions(mem: Memory, opts: Options, instructions: str | None, input_messages: list[dict[str, Any]],
                          strict: bool, skip: bool = False) -> tuple[str | None, MemoryInfo]:
-    """Responses API: the block goes into ``instructions`` after the caller's own."""
+    """Responses API when only ``instructions`` can carry memory: the whole block goes there after the
+    caller's own, whatever the placement (``prepare_responses`` places it as configured)."""
     ctx, info = retrieve(mem, opts, input_messages, strict, skip=skip)
     return (instructions if ctx is None else merge_instructions(instructions, ctx.system_block)), info
 

@@ -327,6 +327,6 @@ def create_router(backend: BackendGetter, *, secret: bytes | None = None, max_ag
         user_id, namespace = ui.scope(sess, user, ns)
         context = mem(request).context(user_id, message, namespace) if message.strip() else None
         return ui.render(request, "preview.html", session=sess, user=user_id, ns=namespace, tab="preview",
-                         message=message, context=context)
+                         message=message, context=context, placement=mem(request).config.injection)
 
     return router

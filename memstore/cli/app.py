@@ -28,6 +28,7 @@ from typer.core import TyperCommand, TyperGroup
 from memstore.cli import admin as cli_admin
 from memstore.cli import demo as cli_demo
 from memstore.cli import doctor as cli_doctor
+from memstore.cli import episodes as cli_episodes
 from memstore.cli import memories as cli_memories
 from memstore.cli import profile as cli_profile
 from memstore.cli.common import CliError, State, set_state
@@ -43,8 +44,8 @@ LAZY: dict[str, tuple[str, str, str, str]] = {
               "pointing base_url here.", "pip install 'memstore[server]'"),
     "keys": ("memstore.cli.serve", "keys_app", "Proxy keys for `memstore serve`: create, list, revoke.",
              "pip install 'memstore[server]'"),
-    "ui": ("memstore.cli.ui", "ui", "Serve the web memory inspector in a browser.", "pip install 'memstore[server]'"),
     "mcp": ("memstore.cli.mcp", "mcp", "MCP server over one user's memory (stdio or HTTP).", "pip install 'mcp>=2'"),
+    "ui": ("memstore.cli.ui", "ui", "Serve the web memory inspector in a browser.", "pip install 'memstore[server]'"),
 }
 LAZY_PANEL = "Extensions"
 
@@ -333,6 +334,7 @@ TRY = "Try it"
 MAINT = "Maintenance"
 
 app.add_typer(cli_memories.app, name="memories", rich_help_panel=MEMORY)
+app.add_typer(cli_episodes.app, name="episodes", rich_help_panel=MEMORY)
 app.add_typer(cli_profile.instructions_app, name="instructions", rich_help_panel=MEMORY)
 app.add_typer(cli_profile.rules_app, name="rules", rich_help_panel=MEMORY)
 app.add_typer(cli_admin.users_app, name="users", rich_help_panel=MEMORY)

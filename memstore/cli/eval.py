@@ -14,7 +14,8 @@ eval_app = typer.Typer(help="Benchmarks of retrieval quality: LoCoMo evidence re
                             "and the no-LLM extraction path.",
                        no_args_is_help=True, add_completion=False)
 bench_app = typer.Typer(help="Latency and throughput benchmarks: search, ingest, client overhead, CLI start-up, "
-                             "the proxy server, server backends, the embedding runtimes.",
+                             "the proxy server, server backends, the embedding runtimes, prompt-cache prefix "
+                             "reuse.",
                         no_args_is_help=True, add_completion=False)
 
 
@@ -126,19 +127,26 @@ def prefeval_cmd(
     limit: int = typer.Option(None, "--limit", help="At most this many items, spread evenly over the topics."),
     extractor: str = typer.Option("heuristic", "--extractor", help="heuristic or llm."),
     token_budget: int = typer.Option(None, "--token-budget", help="Context budget (default: config, 800)."),
+    sets: list[str] = typer.Option(None, "--set", help="explicit (stated preferences: the default), choice-based "
+                                   "or persona-driven (implicit: a conversation reveals it). Repeat for several."),
     out: Path = typer.Option(Path("prefeval-results.json"), "--out", help="JSON result file."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """PrefEval explicit preferences: is the stated preference in the injected block after N distractors?"""
+    """PrefEval: is the user's preference (stated, or revealed by a conversation) in the injected block after N
+    distractors?"""
     from memstore.eval.common import offline_env
 
     offline_env()
     from memstore.config import MemoryConfig
     from memstore.eval.common import write_json
-    from memstore.eval.prefeval import print_report, run_prefeval
+    from memstore.eval.prefeval import SETS, print_report, run_prefeval
 
+    bad = [s for s in sets or [] if s not in SETS]
+    if bad:
+        raise typer.BadParameter(f"{', '.join(bad)}: use {', '.join(SETS)}", param_hint="--set")
     cfg = MemoryConfig(extractor=extractor, **({"token_budget": token_budget} if token_budget else {}))
-    result = run_prefeval(data, distractors=distractors, limit=limit, config=cfg, show_progress=progress)
+    result = run_prefeval(data, distractors=distractors, limit=limit, config=cfg, show_progress=progress,
+                          sets=sets or ["explicit"])
     write_json(out, result)
     print_report(result)
     typer.echo(f"wrote {out}")
@@ -328,6 +336,31 @@ def bench_startup_cmd(
     result = bench_startup(memories=memories, repeats=repeats, show_progress=progress)
     write_json(out, result)
     print_startup(result)
+    typer.echo(f"wrote {out}")
+
+
+@bench_app.command("prefix")
+def bench_prefix_cmd(
+    embedder: str = typer.Option("minilm", "--embedder",
+                                 help="minilm (the bundled model: realistic recall) or hash (no model, faster)."),
+    out: Path = typer.Option(Path("bench-prefix.json"), "--out", help="JSON result file "
+                                                                      "(docs/results/bench_prefix.json)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Prompt-cache friendliness of each injection placement (MemoryConfig.injection): a MemoryClient replays a
+    20-turn conversation against the scripted upstream, and each request's token-level common prefix with the
+    previous one is reported, with what OpenAI's rule (1,024 tokens, 128-token steps) would bill as cached."""
+    if embedder not in ("minilm", "hash"):
+        raise typer.BadParameter("must be minilm or hash", param_hint="--embedder")
+    from memstore.eval.common import offline_env
+
+    offline_env()
+    from memstore.eval.bench.prefix import bench_prefix, print_prefix
+    from memstore.eval.common import write_json
+
+    result = bench_prefix(embedder=embedder, show_progress=progress)
+    write_json(out, result)
+    print_prefix(result)
     typer.echo(f"wrote {out}")
 
 

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Inspect and edit what is stored about a user.")
 
-KINDS = ("fact", "preference", "event", "instruction")
+KINDS = ("fact", "preference", "event", "instruction", "episode")  # memstore.records.KINDS, without importing it
 
 
 def _check_kind(value: str | None) -> str | None:
@@ -45,7 +45,8 @@ def _check_kind(value: str | None) -> str | None:
     return value
 
 
-KindOpt = Annotated[str | None, typer.Option("--kind", "-k", help="fact, preference, event or instruction.",
+KindOpt = Annotated[str | None, typer.Option("--kind", "-k", help="fact, preference, event, instruction or "
+                                             "episode (past-conversation excerpts, listed only when asked).",
                                              callback=_check_kind,
                                              show_default=False)]
 IdArg = Annotated[str, typer.Argument(metavar="ID", help="A memory id, or a unique prefix of at least 6 characters.",
@@ -127,7 +128,7 @@ def list_(
     offset: Annotated[int, typer.Option(help="Skip this many first.", min=0)] = 0,
     as_json: JsonOpt = False,
 ) -> None:
-    """List a user's memories, oldest first."""
+    """List a user's memories, oldest first (facts; --kind episode lists past-conversation excerpts)."""
     mem = open_memory()
     shown = limit if limit is not None or as_json else TABLE_ROWS
     recs = mem.get_all(user, namespace, include_invalid=all_, kind=kind,
@@ -158,12 +159,14 @@ def search(
     namespace: NamespaceOpt = "default",
     limit: Annotated[int, typer.Option(help="At most this many results.", min=1)] = 10,
     all_: Annotated[bool, typer.Option("--all", "-a", help="Include invalidated memories.")] = False,
+    kind: KindOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Search a user's memories (hybrid: meaning + words), best first."""
+    """Search a user's memories (hybrid: meaning + words), best first. Facts only unless --kind says otherwise
+    (--kind episode searches past conversations)."""
     mem = open_memory()
     with status("Searching (the first search loads the embedding model)…"):
-        hits = mem.search(query, user, namespace, limit=limit, include_invalid=all_)
+        hits = mem.search(query, user, namespace, limit=limit, include_invalid=all_, kind=kind)
     if as_json:
         print_json([{**memory_dict(h.memory), "score": h.score, "sources": h.sources} for h in hits])
         return

@@ -11,9 +11,11 @@ averaged over questions, overall and per category. Modes:
 * ``raw``: one memory per turn (no model). ``text="keyed"`` stores "Speaker (8 May 2023): text", the
   speaker and the session date as keys of the memory; ``"plain"`` stores the turn text alone. An image
   turn's caption is appended as "[shares a photo of ...]" in both.
-* ``extract``: every turn goes through the configured extractor (``MemoryConfig.extractor``) as a user
-  message of its speaker (one scope per speaker) dated with the session time; memories are mapped back to
-  the turns they came from through ``source_turn_ids``.
+* ``extract``: every turn goes through the outbox and the configured extractor (``MemoryConfig.extractor``)
+  as a chat message of its speaker, dated with the session time, into the conversation's scope (as in raw
+  mode). The worker keeps each turn as an episode ("Caroline: ...") beside the facts it extracts; the search
+  runs over both pools (``Memory.search`` and ``Memory.search(kind="episode")``), merged by score. Memories
+  map back to the turns they came from through ``source_turn_ids``.
 
 Reference (LoCoMo paper, DRAGON over turns): recall@5 56.7, @10 66.2, @25 76.7.
 """
@@ -210,9 +212,9 @@ def ingest_raw(mem: Memory, conv: Conversation, keyed: bool = True, namespace: s
 
 
 def ingest_extract(mem: Memory, conv: Conversation, namespace: str = NAMESPACE) -> dict[str, str]:
-    """Every turn through the configured extractor, one scope per speaker (user_id "conv:speaker"), each turn
-    recorded with its session, place and speaker so that its memories carry them. Returns outbox turn id ->
-    dia_id."""
+    """Every turn through the outbox and the configured extractor, in the conversation's scope (as raw mode),
+    as a chat message of its speaker: recorded with its session, place, speaker and time, so that its memories
+    (facts and, with ``MemoryConfig.episodes``, its episode) carry them. Returns outbox turn id -> dia_id."""
     from memstore.records import Turn as OutboxTurn
     from memstore.storage.db import session_scope
     from memstore.worker import drain
@@ -220,10 +222,9 @@ def ingest_extract(mem: Memory, conv: Conversation, namespace: str = NAMESPACE) 
     mapping: dict[str, str] = {}
     with session_scope(mem.engine) as s:
         for t in conv.turns:
-            body = t.text if not t.caption else f"{t.text} [shares {t.caption}]"
-            row = OutboxTurn(user_id=speaker_scope(conv, t.speaker), namespace=namespace,
-                             messages=[{"role": "user", "content": body}], response="",
-                             status="pending", meta={"mode": "add", "dia_id": t.dia_id,
+            row = OutboxTurn(user_id=conv.sample_id, namespace=namespace,
+                             messages=[{"role": "user", "content": _body(t)}], response="",
+                             status="pending", meta={"mode": "chat", "dia_id": t.dia_id,
                                                      "conversation": f"session-{t.session}", "position": t.index,
                                                      "speaker": t.speaker},
                              **({"created_at": t.date} if t.date else {}))
@@ -233,8 +234,8 @@ def ingest_extract(mem: Memory, conv: Conversation, namespace: str = NAMESPACE) 
     return mapping
 
 
-def speaker_scope(conv: Conversation, speaker: str) -> str:
-    return f"{conv.sample_id}:{speaker}"
+def _body(t: Turn) -> str:
+    return t.text if not t.caption else f"{t.text} [shares {t.caption}]"
 
 
 # ---- the run ----------------------------------------------------------------------------------------
@@ -255,21 +256,37 @@ def check_retrievers(retrievers: Sequence[str]) -> list[str]:
     return names
 
 
-def make_searcher(mem: Memory, retriever: str, mode: str, namespace: str = NAMESPACE) -> Searcher:
+POOL_VIEWS = ("facts+episodes", "episodes", "facts")
+
+
+def make_searcher(mem: Memory, retriever: str, mode: str, namespace: str = NAMESPACE,
+                  view: str = "facts+episodes") -> Searcher:
     """``retriever``: "library" (Memory.search with the configured settings) or a search preset name. In
-    extract mode each speaker has a scope; the question goes to both and the hits are merged by score."""
+    extract mode the question searches the facts and the episodes (``view``: both, or one pool alone); both
+    are merged by score, one place per turn (a fact and the episode of the turn it came from are the same
+    evidence: the second would only repeat it)."""
     settings = None if retriever == "library" else check_retrievers([retriever])[0]
 
-    def one(query: str, user_id: str, limit: int) -> list[MemoryHit]:
-        return mem.search(query, user_id, namespace, limit=limit, settings=settings)
+    def one(query: str, user_id: str, limit: int, kind: str | None = None) -> list[MemoryHit]:
+        return mem.search(query, user_id, namespace, limit=limit, settings=settings, kind=kind)
 
     if mode == "raw":
         return lambda q, conv, limit: one(q, conv.sample_id, limit)
 
+    kinds: list[str | None] = {"facts+episodes": [None, "episode"], "episodes": ["episode"], "facts": [None]}[view]
+
     def merged(q: str, conv: Conversation, limit: int) -> list[MemoryHit]:
-        hits = [h for sp in conv.speakers for h in one(q, speaker_scope(conv, sp), limit)]
+        hits = [h for kind in kinds for h in one(q, conv.sample_id, limit, kind)]
         hits.sort(key=lambda h: h.score, reverse=True)
-        return hits[:limit]
+        out: list[MemoryHit] = []
+        seen: set[str] = set()
+        for h in hits:
+            turns = set(h.memory.source_turn_ids or [])
+            if turns and turns <= seen:
+                continue
+            seen |= turns
+            out.append(h)
+        return out[:limit]
 
     return merged
 
@@ -320,11 +337,15 @@ def run_locomo(
             bar.advance(task)
         ingest_s = time.perf_counter() - t_ingest
         memories = {i: _memory_count(mem, convs[i], mode) for i in chosen}
+        episodes = {i: _memory_count(mem, convs[i], mode, "episodes") for i in chosen}
         results: dict[str, Any] = {}
-        for retriever in retrievers:
+        views = [(r, v) for r in retrievers for v in (POOL_VIEWS if mode == "extract" and cfg.episodes
+                                                    else ("facts",) if mode == "extract" else ("",))]
+        for retriever, view in views:
+            name = retriever if view in ("", "facts+episodes") or not cfg.episodes else f"{retriever}/{view}"
             _clear_query_cache(mem)  # every retriever pays for its own query embeddings
-            searcher = make_searcher(mem, retriever, mode)
-            qtask = bar.add_task(f"questions ({retriever})", total=total_q)
+            searcher = make_searcher(mem, retriever, mode, view=view or "facts+episodes")
+            qtask = bar.add_task(f"questions ({name})", total=total_q)
             rows: list[dict[str, Any]] = []
             for i in chosen:
                 conv = convs[i]
@@ -334,22 +355,24 @@ def run_locomo(
                     latency = time.perf_counter() - t0
                     srcs = [_dia_sources(h, mappings.get(i)) for h in hits]
                     block: dict[str, Any] = {}
-                    if retriever == "library" and mode == "raw":
+                    if retriever == "library" and view in ("", "facts+episodes"):
                         ctx = mem.context(conv.sample_id, q.text, NAMESPACE)
-                        seen = [s for h in ctx.memories for s in _dia_sources(h, None)]
+                        seen = [s for h in [*ctx.memories, *ctx.episodes] for s in _dia_sources(h, mappings.get(i))]
                         block = {"in_block": recall_at_k([seen], q.evidence, 1), "block_tokens": ctx.tokens}
                     rows.append({**block,
                         "conversation": conv.sample_id, "conv_index": i, "category": q.category,
                         "question": q.text, "evidence": q.evidence,
                         "recall": {k: recall_at_k(srcs, q.evidence, k) for k in ks},
-                        "tokens": {k: count_tokens(render_block(memories=[h.memory for h in hits[:k]]))
-                                   if hits[:k] else 0 for k in ks},
+                        "tokens": {k: count_tokens(render_block(
+                            memories=[h.memory for h in hits[:k] if h.memory.kind != "episode"],
+                            episodes=[h.memory for h in hits[:k] if h.memory.kind == "episode"]))
+                            if hits[:k] else 0 for k in ks},
                         "latency_s": latency,
                         "top_sources": [s for src in srcs[:max(ks)] for s in src][:max(ks)],
                     })
                     bar.advance(qtask)
-            results[retriever] = _summarise(rows, ks, held_out_from)
-            results[retriever]["questions"] = rows
+            results[name] = _summarise(rows, ks, held_out_from)
+            results[name]["questions"] = rows
     if tmp is not None:
         tmp.cleanup()
     dropped = [d for i in chosen for d in convs[i].dropped_evidence]
@@ -358,7 +381,8 @@ def run_locomo(
         "data": str(data), "conversations": [convs[i].sample_id for i in chosen],
         "held_out_from": held_out_from, "extractor": cfg.extractor if mode == "extract" else None,
         "questions": total_q, "turns": sum(len(convs[i].turns) for i in chosen),
-        "memories": sum(memories.values()), "ingest_seconds": round(ingest_s, 2),
+        "memories": sum(memories.values()), "episodes": sum(episodes.values()),
+        "episodes_searched": bool(mode == "extract" and cfg.episodes), "ingest_seconds": round(ingest_s, 2),
         "dropped_evidence_ids": dropped,
         "skipped_questions": sum(convs[i].skipped_questions for i in chosen),
         "reference": REFERENCE, "retrievers": results, "environment": environment(),
@@ -382,10 +406,8 @@ def _clear_query_cache(mem: Memory) -> None:
         cache.clear()
 
 
-def _memory_count(mem: Memory, conv: Conversation, mode: str) -> int:
-    if mode == "raw":
-        return len(mem.store.list(conv.sample_id, NAMESPACE))
-    return sum(len(mem.store.list(speaker_scope(conv, sp), NAMESPACE)) for sp in conv.speakers)
+def _memory_count(mem: Memory, conv: Conversation, mode: str, pool: str = "facts") -> int:
+    return len(mem.store.list(conv.sample_id, NAMESPACE, pool=pool))
 
 
 def _dia_sources(hit: MemoryHit, mapping: Mapping[str, str] | None) -> list[str]:

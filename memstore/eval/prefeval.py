@@ -1,5 +1,13 @@
-"""PrefEval explicit preferences: after N unrelated turns, is the user's stated preference still in the block
-MemoryClient would inject for the question, and what does that block cost in tokens?
+"""PrefEval: after N unrelated turns, is the user's preference still in the block MemoryClient would inject
+for the question, and what does that block cost in tokens?
+
+Three item sets (``sets``): ``explicit`` (the user states the preference in one message), and the implicit
+ones, where a conversation reveals the preference without stating it: ``choice-based`` (the user picks one of
+the assistant's options and says why) and ``persona-driven`` (a longer chat in which the preference comes up
+in passing). An implicit item's conversation is recorded turn by turn as a chat client sends it (each request
+repeats the history, so its turns share one conversation), and the item is a hit when the block holds
+anything that came from that conversation: an extracted memory or rule, or an excerpt of the conversation
+itself (an episode).
 
 For every item (a fresh user): the preference statement is recorded as a chat turn, then N distractor
 exchanges (user + assistant, taken in order from ``filtered_inter_turns.json``, starting at an item-
@@ -30,23 +38,46 @@ NAMESPACE = "prefeval"
 ACK = "Got it, I'll keep that in mind."
 
 
+SETS = ("explicit", "choice-based", "persona-driven")
+
+
 @dataclass
 class Item:
     topic: str
     index: int
     preference: str
     question: str
+    conversation: list[tuple[str, str]] | None = None  # implicit items: the (user, assistant) turns revealing it
 
 
-def load_items(directory: str | Path, limit: int | None = None) -> list[Item]:
-    """Explicit-preference items; with ``limit``, taken round-robin over the topics (in file order)."""
-    root = Path(directory) / "explicit_preference"
+def conversation_of(row: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The revealing conversation of an implicit item as (user, assistant) turns, in order."""
+    conv = row.get("conversation")
+    if not isinstance(conv, Mapping):
+        return []
+    if "query" in conv:  # choice-based: the question, the options, the user's pick, the acknowledgement
+        turns = [(conv.get("query"), conv.get("assistant_options")),
+                 (conv.get("user_selection"), conv.get("assistant_acknowledgment"))]
+    else:  # persona-driven: {"0": {"user": ..., "assistant": ...}, ...}
+        keys = sorted((k for k in conv if str(k).isdigit()), key=int)
+        turns = [(conv[k].get("user"), conv[k].get("assistant")) for k in keys if isinstance(conv[k], Mapping)]
+    return [(u, a if isinstance(a, str) else "") for u, a in turns if isinstance(u, str) and u.strip()]
+
+
+def load_items(directory: str | Path, limit: int | None = None, kind: str = "explicit") -> list[Item]:
+    """The items of one set (``SETS``); with ``limit``, taken round-robin over the topics (in file order)."""
+    if kind not in SETS:
+        raise ValueError(f"unknown PrefEval set {kind!r}: one of {', '.join(SETS)}")
+    root = Path(directory) / ("explicit_preference" if kind == "explicit" else f"implicit_preference/{kind}")
+    if not root.is_dir():
+        raise ValueError(f"no {root}: --data must be the PrefEval directory")
     per_topic: list[list[Item]] = []
     for f in sorted(root.glob("*.json")):
         rows = json.loads(f.read_text(encoding="utf-8"))
-        per_topic.append([Item(f.stem, i, str(r["preference"]), str(r["question"]))
-                          for i, r in enumerate(rows) if isinstance(r, Mapping) and r.get("preference")
-                          and r.get("question")])
+        items = [Item(f.stem, i, str(r["preference"]), str(r["question"]),
+                      None if kind == "explicit" else conversation_of(r))
+                 for i, r in enumerate(rows) if isinstance(r, Mapping) and r.get("preference") and r.get("question")]
+        per_topic.append([it for it in items if it.conversation is None or it.conversation])
     items: list[Item] = []
     depth = 0
     while any(depth < len(t) for t in per_topic):
@@ -93,11 +124,13 @@ def distractors_for(exchanges: Sequence[tuple[str, str]], n: int, item_no: int) 
 
 # ---- scoring (pure) ---------------------------------------------------------------------------------
 
-def preference_hit(context: Context, preference_turn_id: str) -> bool:
-    """True when the context holds a memory or a rule that came from the preference turn."""
-    if any(preference_turn_id in (h.memory.source_turn_ids or []) for h in context.memories):
+def preference_hit(context: Context, preference_turn_id: str | Iterable[str]) -> bool:
+    """True when the context holds a memory, an episode or a rule that came from the preference turn (or
+    from any of the given turns: an implicit item's whole conversation)."""
+    want = {preference_turn_id} if isinstance(preference_turn_id, str) else set(preference_turn_id)
+    if any(want & set(h.memory.source_turn_ids or []) for h in [*context.memories, *context.episodes]):
         return True
-    return any(preference_turn_id in (r.source_turn_ids or []) for r in context.rules)
+    return any(want & set(r.source_turn_ids or []) for r in context.rules)
 
 
 def summarise(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -108,6 +141,7 @@ def summarise(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "items": n,
         "hits": sum(1 for r in rows if r["hit"]),
         "hit_rate": round(100 * sum(1 for r in rows if r["hit"]) / n, 2) if n else 0.0,
+        "hit_by_episode_rate": round(100 * sum(1 for r in rows if r.get("hit_by_episode")) / n, 2) if n else 0.0,
         "extracted_rate": round(100 * sum(1 for r in rows if r["extracted"]) / n, 2) if n else 0.0,
         "tokens_mean": round(sum(tokens) / n, 1) if n else 0.0,
         "tokens_p95": round(percentile(tokens, 95), 1),
@@ -120,17 +154,26 @@ def summarise(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 def run_item(mem: Memory, item: Item, item_no: int, distractors: Sequence[tuple[str, str]], user_id: str) -> dict:
     from memstore.worker import drain
 
-    pref = mem.outbox.record(user_id, NAMESPACE, [{"role": "user", "content": item.preference}], ACK)
+    if item.conversation is None:
+        ids = {mem.outbox.record(user_id, NAMESPACE, [{"role": "user", "content": item.preference}], ACK).id}
+    else:  # as a chat client sends it: every request repeats the conversation so far
+        ids, history = set(), []
+        for user_text, reply in item.conversation:
+            history.append({"role": "user", "content": user_text})
+            ids.add(mem.outbox.record(user_id, NAMESPACE, list(history), reply).id)
+            history.append({"role": "assistant", "content": reply})
     for user_text, reply in distractors:
         mem.outbox.record(user_id, NAMESPACE, [{"role": "user", "content": user_text}], reply)
     drain(mem.extraction)
-    extracted = any(pref.id in (m.source_turn_ids or []) for m in mem.get_all(user_id, NAMESPACE)) or any(
-        pref.id in (r.source_turn_ids or []) for r in mem.rules(user_id, NAMESPACE).list())
+    extracted = any(ids & set(m.source_turn_ids or []) for m in mem.get_all(user_id, NAMESPACE)) or any(
+        ids & set(r.source_turn_ids or []) for r in mem.rules(user_id, NAMESPACE).list())
     t0 = time.perf_counter()
     ctx = mem.context(user_id, [{"role": "user", "content": item.question}], NAMESPACE)
     latency = time.perf_counter() - t0
-    return {"topic": item.topic, "index": item.index, "item_no": item_no, "hit": preference_hit(ctx, pref.id),
-            "extracted": extracted, "tokens": ctx.tokens, "memories_in_block": len(ctx.memories),
+    from_episode = any(ids & set(h.memory.source_turn_ids or []) for h in ctx.episodes)
+    return {"topic": item.topic, "index": item.index, "item_no": item_no, "hit": preference_hit(ctx, ids),
+            "hit_by_episode": from_episode, "extracted": extracted, "tokens": ctx.tokens,
+            "memories_in_block": len(ctx.memories), "episodes_in_block": len(ctx.episodes),
             "rules_in_block": len(ctx.rules), "stored_memories": len(mem.get_all(user_id, NAMESPACE)),
             "context_latency_s": latency}
 
@@ -143,11 +186,14 @@ def run_prefeval(
     store: str | Path | None = None,
     show_progress: bool = True,
     embedder: Any = None,
+    sets: Sequence[str] = ("explicit",),
 ) -> dict[str, Any]:
+    """Every item of each set in ``sets`` (``SETS``), with each number of distractors, each a fresh user."""
     from memstore.config import MemoryConfig
     from memstore.memory import Memory
 
-    items = load_items(data, limit)
+    sets = list(dict.fromkeys(sets))
+    item_sets = {kind: load_items(data, limit, kind) for kind in sets}  # checked before any work
     exchanges = load_exchanges(data)
     tmp = None
     if store is None:
@@ -155,27 +201,33 @@ def run_prefeval(
         store = tmp.name
     cfg = (config or MemoryConfig(extractor="heuristic")).model_copy(update={"home": Path(store)})
     mem = Memory(config=cfg, embedder=embedder)
-    results: dict[str, Any] = {}
+    by_set: dict[str, Any] = {}
     t_start = time.perf_counter()
     with progress(show_progress) as bar:
-        for n in distractors:
-            task = bar.add_task(f"{n} distractors", total=len(items))
-            rows = []
-            t0 = time.perf_counter()
-            for no, item in enumerate(items):
-                rows.append(run_item(mem, item, no, distractors_for(exchanges, n, no), f"pe-{n}-{no}"))
-                bar.advance(task)
-            per_topic = {t: summarise([r for r in rows if r["topic"] == t]) for t in dict.fromkeys(
-                r["topic"] for r in rows)}
-            results[str(n)] = {**summarise(rows), "seconds": round(time.perf_counter() - t0, 1),
-                               "per_topic": per_topic, "rows": rows}
+        for kind, items in item_sets.items():
+            results: dict[str, Any] = {}
+            for n in distractors:
+                task = bar.add_task(f"{kind}, {n} distractors", total=len(items))
+                rows = []
+                t0 = time.perf_counter()
+                for no, item in enumerate(items):
+                    rows.append(run_item(mem, item, no, distractors_for(exchanges, n, no), f"pe-{kind}-{n}-{no}"))
+                    bar.advance(task)
+                per_topic = {t: summarise([r for r in rows if r["topic"] == t]) for t in dict.fromkeys(
+                    r["topic"] for r in rows)}
+                results[str(n)] = {**summarise(rows), "seconds": round(time.perf_counter() - t0, 1),
+                                   "per_topic": per_topic, "rows": rows}
+            by_set[kind] = {"items": len(items), "distractors": results}
     if tmp is not None:
         tmp.cleanup()
-    return {"benchmark": "prefeval", "data": str(data), "extractor": cfg.extractor,
-            "token_budget": cfg.token_budget, "search_limit": cfg.search_limit, "items": len(items),
-            "limit": limit, "distractor_exchanges_available": len(exchanges),
-            "seconds": round(time.perf_counter() - t_start, 1), "distractors": results,
-            "environment": environment()}
+    out = {"benchmark": "prefeval", "data": str(data), "extractor": cfg.extractor,
+           "token_budget": cfg.token_budget, "search_limit": cfg.search_limit, "episodes": cfg.episodes,
+           "episode_limit": cfg.episode_limit, "limit": limit, "distractor_exchanges_available": len(exchanges),
+           "seconds": round(time.perf_counter() - t_start, 1), "sets": by_set, "environment": environment()}
+    if "explicit" in by_set:  # the layout of earlier result files
+        out["items"] = by_set["explicit"]["items"]
+        out["distractors"] = by_set["explicit"]["distractors"]
+    return out
 
 
 def print_report(result: Mapping[str, Any], out: Any = None) -> None:
@@ -184,13 +236,16 @@ def print_report(result: Mapping[str, Any], out: Any = None) -> None:
     from memstore.eval.common import console, print_env
 
     out = out or console()
-    table = Table(title=f"PrefEval explicit preferences, extractor={result['extractor']}, "
-                        f"budget={result['token_budget']} tokens, {result['items']} items")
-    for col in ("distractors", "items", "in block %", "extracted %", "tokens mean", "tokens p95", "tokens max",
-                "seconds"):
+    sets = result.get("sets") or {"explicit": {"items": result["items"], "distractors": result["distractors"]}}
+    table = Table(title=f"PrefEval: the preference in the injected block, extractor={result['extractor']}, "
+                        f"budget={result['token_budget']} tokens")
+    for col in ("set", "distractors", "items", "in block %", "via episode %", "extracted %", "tokens mean",
+                "tokens p95", "tokens max", "seconds"):
         table.add_column(col, justify="right")
-    for n, r in result["distractors"].items():
-        table.add_row(n, str(r["items"]), f"{r['hit_rate']:.1f}", f"{r['extracted_rate']:.1f}",
-                      f"{r['tokens_mean']:.0f}", f"{r['tokens_p95']:.0f}", str(r["tokens_max"]), str(r["seconds"]))
+    for kind, block in sets.items():
+        for n, r in block["distractors"].items():
+            table.add_row(kind, n, str(r["items"]), f"{r['hit_rate']:.1f}", f"{r.get('hit_by_episode_rate', 0):.1f}",
+                          f"{r['extracted_rate']:.1f}", f"{r['tokens_mean']:.0f}", f"{r['tokens_p95']:.0f}",
+                          str(r["tokens_max"]), str(r["seconds"]))
     out.print(table)
     print_env(result["environment"], out)

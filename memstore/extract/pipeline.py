@@ -1,4 +1,10 @@
-"""From outbox turns to stored memories: gate, gather similar memories, extract, reconcile, mark done.
+"""From outbox turns to stored memories: keep each exchange as an episode, gate, gather similar memories,
+extract, reconcile, mark done.
+
+Episodes: every chat turn the worker processes is also stored as one memory of kind ``episode`` (the user's
+words of that turn and the reply, speaker-labelled and clipped), whether or not anything durable is
+extracted from it, so past conversations can be recalled themselves. It is written idempotently (its text
+is its content hash: processing a turn again stores nothing new) with the turn's provenance.
 
 :class:`Extraction` receives the parts it uses (store, profiles, outbox, retriever) and a way to get the model
 client. ``Memory.add(infer=True)`` runs it synchronously; the background worker (worker.py) drains the outbox
@@ -10,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from memstore.errors import ExtractionError, LLMError, StorageError
@@ -19,7 +26,7 @@ from memstore.instructions.profiles import ProfileStore
 from memstore.messages import content_text
 from memstore.outbox import Outbox
 from memstore.recall.search import Retriever
-from memstore.records import MemoryOp, Turn
+from memstore.records import EPISODE, MemoryOp, Turn
 from memstore.storage.db import provenance_from_meta
 from memstore.storage.store import MemoryStore
 
@@ -27,6 +34,47 @@ log = logging.getLogger("memstore")
 MAX_SHOWN_MEMORIES = 40
 MAX_SHOWN_RULES = 60
 MAX_VIEW_CHARS = 16_000  # of a turn's user text: gate, redaction and prompt work stay bounded
+EPISODE_USER_CHARS = 900    # of an episode: the user's words of the turn ...
+EPISODE_REPLY_CHARS = 600   # ... and the reply (an excerpt, not a transcript: the block has a token budget)
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 1]
+    return (cut.rsplit(" ", 1)[0] if " " in cut[limit // 2:] else cut) + "…"
+
+
+def episode_item(turn: Turn) -> dict[str, Any] | None:
+    """The episode of a chat turn as ``MemoryStore.add_many`` takes it, or None (not a chat turn, or no user
+    words). Its text is "User: ...\nAssistant: ..." (the speaker names from the turn's ``speaker`` /
+    ``reply_speaker`` metadata when it has them); it carries the turn's conversation, position, speaker and
+    message time (``valid_from``)."""
+    if turn.meta.get("mode", "chat") != "chat":
+        return None
+    msgs = turn.messages
+    last_assistant = max((i for i, m in enumerate(msgs) if m.get("role") == "assistant"), default=-1)
+    user = " ".join(content_text(m.get("content")) for m in msgs[last_assistant + 1:] if m.get("role") == "user")
+    user = _clip(user, EPISODE_USER_CHARS)
+    if not user:
+        return None
+    who = str(turn.meta.get("speaker") or "User")[:64]
+    text = f"{who}: {user}"
+    reply = _clip(turn.response or "", EPISODE_REPLY_CHARS)
+    if reply:
+        text += f"\n{str(turn.meta.get('reply_speaker') or 'Assistant')[:64]}: {reply}"
+    conversation, position, speaker = provenance_from_meta(turn.meta)
+    when = turn.meta.get("date")
+    try:
+        valid_from = datetime.fromisoformat(when) if isinstance(when, str) else turn.created_at
+    except ValueError:
+        valid_from = turn.created_at
+    if valid_from is not None and valid_from.tzinfo is None:
+        valid_from = valid_from.replace(tzinfo=UTC)
+    return {"text": text, "kind": EPISODE, "importance": 0.3, "source": "api", "source_turn_ids": [turn.id],
+            "valid_from": valid_from, "conversation": conversation, "position": position,
+            "speaker": speaker or who, "meta": {"turn_id": turn.id}}
 
 
 def turn_view(turn: Turn, redact_secrets: bool = True) -> TurnView:
@@ -55,7 +103,7 @@ class Extraction:
 
     def __init__(self, store: MemoryStore, profiles: ProfileStore, outbox: Outbox, retriever: Retriever, *,
                  llm: Callable[[], Any], extractor: str = "llm", batch_size: int = 8,
-                 redact_secrets: bool = True) -> None:
+                 redact_secrets: bool = True, episodes: bool = True) -> None:
         self.store = store
         self.profiles = profiles
         self.outbox = outbox
@@ -64,6 +112,7 @@ class Extraction:
         self.extractor = extractor
         self.batch_size = batch_size
         self.redact_secrets = redact_secrets
+        self.episodes = episodes  # every chat turn is also kept as a searchable episode
 
     def make_extractor(self) -> Extractor:
         return HeuristicExtractor() if self.extractor == "heuristic" else LLMExtractor(self.llm())
@@ -80,6 +129,16 @@ class Extraction:
             groups[(t.user_id, t.namespace)].append(t)
         ops: list[MemoryOp] = []
         for (user_id, namespace), group in groups.items():
+            if self.episodes:
+                try:
+                    self.store_episodes(user_id, namespace, group)  # not in ``ops``: those are what was learned
+                except Exception as exc:  # retried with the turns (an episode already stored is a NOOP then)
+                    msg = f"episodes: {type(exc).__name__}: {exc}"[:2000]
+                    log.debug("storing episodes failed for %d turn(s) of %s: %s", len(group), user_id, msg)
+                    self.outbox.mark(group, "failed", msg, attempted=True)
+                    if raise_errors:
+                        raise ExtractionError(msg) from exc
+                    continue
             views = {t.id: turn_view(t, self.redact_secrets) for t in group}
             open_turns = [t for t in group
                           if t.extract and gate_reason([{"role": "user", "content": views[t.id].user}])]
@@ -102,6 +161,22 @@ class Extraction:
                     continue
                 self.outbox.mark(chunk, "done", attempted=True)
         return ops
+
+    def store_episodes(self, user_id: str, namespace: str, turns: list[Turn]) -> list[MemoryOp]:
+        """Stores the episode of each chat turn (one batch, one embedding call). Idempotent."""
+        items = [item for t in turns if t.extract and (item := episode_item(t)) is not None]
+        if not items:
+            return []
+        # a turn forgotten (memstore forget) while it was being processed leaves no episode behind
+        alive = {t.id for t in self.outbox.list(turn_ids=[i["source_turn_ids"][0] for i in items], limit=None)}
+        items = [i for i in items if i["source_turn_ids"][0] in alive]
+        if not items:
+            return []
+        limit = self.store.max_chars
+        for item in items:  # a store configured for short memories still takes its episodes
+            if len(item["text"]) > limit:
+                item["text"] = item["text"][:limit - 1] + "…"
+        return self.store.add_many(user_id, namespace, items, actor="api", reason="recorded exchange")
 
     def extract_now(self, messages: list[dict[str, Any]], user_id: str, namespace: str,
                     metadata: dict[str, Any] | None = None) -> list[MemoryOp]:
@@ -136,7 +211,7 @@ class Extraction:
 
         def lookup(text: str) -> list[tuple[str, float]]:
             try:
-                found = store.dense_query(store.embed_query(text), user_id, namespace, 5)
+                found = store.dense_query(store.embed_query(text), user_id, namespace, 5, pool="facts")
             except StorageError as exc:  # the index may be down: reconcile without it (the hash still dedupes)
                 log.info("vector index unavailable for extraction lookup: %s", exc)
                 return []

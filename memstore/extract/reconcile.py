@@ -95,7 +95,7 @@ def apply(store: MemoryStore, rules: RulesHandle, result: ExtractionResult, hand
 
     def similar(text: str) -> list[tuple[str, float]]:
         try:
-            return store.dense_query(store.embed_query(text), user_id, namespace, 3)
+            return store.dense_query(store.embed_query(text), user_id, namespace, 3, pool="facts")
         except StorageError as exc:  # exact duplicates are still caught by the content hash
             log.info("vector index unavailable for the near-duplicate check: %s", exc)
             return []

@@ -12,6 +12,10 @@ with the signals that measured best on long conversations (docs/benchmarks.md):
 * **dates**: memories dated in a month or year the query names gain ``date_boost``;
 * recency and pinned memories, as before.
 
+Facts and episodes (excerpts of past conversations, ``kind="episode"``) are separate candidate pools: a
+search runs over one pool (``pool="facts"``, the default, or ``"episodes"``), so long exchanges never crowd
+the facts out; the context builder asks both (memstore.recall.context).
+
 Scores are in [0, 1]: the share of the best score a memory could get with these settings.
 Every query is scoped by (user_id, namespace).
 """
@@ -30,11 +34,12 @@ from sqlmodel import Session, col, select
 from memstore import metrics
 from memstore.errors import StorageError
 from memstore.recall.query import date_match, entity_names, named_people, names_in, query_dates, said_by, strip_names
-from memstore.records import MemoryHit, MemoryRecord, utcnow
+from memstore.records import EPISODE, MemoryHit, MemoryRecord, utcnow
 from memstore.storage.lexical import lexical_search
 from memstore.storage.store import MemoryStore
 
 log = logging.getLogger("memstore")
+POOLS: tuple[str | None, ...] = ("facts", "episodes", None)
 
 
 @dataclass(frozen=True)
@@ -123,7 +128,11 @@ def hybrid_search(
     include_invalid: bool = False,
     settings: SearchSettings | None = None,
     timings: dict[str, float] | None = None,
+    pool: str | None = "facts",
 ) -> list[MemoryHit]:
+    """The ``limit`` best memories of one pool ("facts": every kind but episodes; "episodes"; None: both)."""
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {POOLS}, not {pool!r}")
     st = settings or SearchSettings()
     n = max(st.candidates, limit * 4)
     t0 = time.perf_counter()
@@ -135,7 +144,7 @@ def hybrid_search(
         vec = store.embed_query(strip_names(query, named) if st.strip_names and named else query)
         t1 = time.perf_counter()
         try:
-            dense = store.dense_query(vec, user_id, namespace, n, context=st.context_weight)
+            dense = store.dense_query(vec, user_id, namespace, n, context=st.context_weight, pool=pool)
         except StorageError as exc:  # SQL is the truth: an index that cannot answer leaves lexical search
             first = not metrics.snapshot().get("memstore_dense_fallback_total")
             log.log(logging.WARNING if first else logging.DEBUG, "vector search failed, searching lexically "
@@ -146,7 +155,7 @@ def hybrid_search(
             timings["embed"] = t1 - t0
             timings["dense"] = t2 - t1
     t2 = time.perf_counter()
-    lexical = lexical_search(store.engine, user_id, namespace, query, n, include_invalid) \
+    lexical = lexical_search(store.engine, user_id, namespace, query, n, include_invalid, pool) \
         if st.lexical_weight > 0 else []
     if timings is not None:
         timings["lexical"] = time.perf_counter() - t2
@@ -178,11 +187,13 @@ def hybrid_search(
         first = [mid for mid in order if scores[mid] >= floor]
     records = store.get_many(first, user_id, namespace)
     if st.include_pinned:
+        pinned_q = select(MemoryRecord).where(
+            MemoryRecord.user_id == user_id, MemoryRecord.namespace == namespace,
+            col(MemoryRecord.pinned).is_(True), col(MemoryRecord.invalid_at).is_(None))
+        if pool is not None:
+            pinned_q = pinned_q.where((MemoryRecord.kind == EPISODE) == (pool == "episodes"))
         with Session(store.engine, expire_on_commit=False) as s:
-            for rec in s.exec(select(MemoryRecord).where(
-                MemoryRecord.user_id == user_id, MemoryRecord.namespace == namespace,
-                col(MemoryRecord.pinned).is_(True), col(MemoryRecord.invalid_at).is_(None),
-            ).limit(50)).all():
+            for rec in s.exec(pinned_q.limit(50)).all():
                 records.setdefault(rec.id, rec)
                 _add(sources, rec.id, "pinned")
                 scores.setdefault(rec.id, 0.0)
@@ -208,7 +219,8 @@ def hybrid_search(
     def keep(rec: MemoryRecord | None) -> bool:
         # a vector whose row is gone (repaired on the next open), another scope, invalid, or filtered out
         return rec is not None and rec.user_id == user_id and rec.namespace == namespace and \
-            (include_invalid or rec.invalid_at is None) and _matches(rec, filters)
+            (include_invalid or rec.invalid_at is None) and _matches(rec, filters) and \
+            (pool is None or (rec.kind == EPISODE) == (pool == "episodes"))
 
     hits = [MemoryHit(memory=rec, score=round(min(1.0, score_of(rec, scores[mid]) / st.ceiling), 6),
                       sources=sources.get(mid, [])) for mid, rec in records.items() if keep(rec)]
@@ -265,7 +277,10 @@ class Retriever:
 
     def search(self, query: str, user_id: str, namespace: str, limit: int = 10,
                filters: dict[str, Any] | None = None, include_invalid: bool = False,
-               settings: SearchSettings | None = None, timings: dict[str, float] | None = None) -> list[MemoryHit]:
+               settings: SearchSettings | None = None, timings: dict[str, float] | None = None,
+               pool: str | None = "facts") -> list[MemoryHit]:
+        """The best memories of one pool: "facts" (every kind but episodes, the default), "episodes"
+        (excerpts of past conversations) or None (both, ranked together)."""
         self.store.ensure_repaired()
         return hybrid_search(self.store, query, user_id, namespace, limit, filters, include_invalid,
-                             settings or self.settings, timings)
+                             settings or self.settings, timings, pool)

@@ -34,19 +34,32 @@ def query_terms(query: str, max_terms: int = 24) -> list[str]:
     return list(seen)[:max_terms]
 
 
+def pool_clause(pool: str | None) -> str:
+    """The SQL condition (on ``memories m``) that keeps one retrieval pool, "" for both."""
+    if pool is None:
+        return ""
+    if pool == "facts":
+        return " AND m.kind <> 'episode'"
+    if pool == "episodes":
+        return " AND m.kind = 'episode'"
+    raise ValueError(f"pool must be facts, episodes or None, not {pool!r}")
+
+
 def fts_scope_key(user_id: str, namespace: str) -> str:
     """The value of the FTS5 ``scope`` column: one quoted-safe word per (user_id, namespace)."""
     return "s" + user_id.encode("utf-8").hex() + "x" + namespace.encode("utf-8").hex()
 
 
 def lexical_search(
-    engine: Engine, user_id: str, namespace: str, query: str, limit: int, include_invalid: bool = False
+    engine: Engine, user_id: str, namespace: str, query: str, limit: int, include_invalid: bool = False,
+    pool: str | None = None,
 ) -> list[tuple[str, float]]:
-    """(memory id, score) pairs, best first; score is positive, higher is better."""
+    """(memory id, score) pairs, best first; score is positive, higher is better. ``pool``: "facts" (every
+    kind but episodes), "episodes" (past-conversation excerpts) or None (both)."""
     terms = query_terms(query)
     if not terms:
         return []
-    valid = "" if include_invalid else " AND m.invalid_at IS NULL"
+    valid = ("" if include_invalid else " AND m.invalid_at IS NULL") + pool_clause(pool)
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
             match = f'scope:"{fts_scope_key(user_id, namespace)}" AND (' + " OR ".join(
@@ -62,7 +75,8 @@ def lexical_search(
                     "JOIN memories m ON m.pk = f.rowid WHERE m.user_id = :u AND m.namespace = :ns" + valid +
                     " ORDER BY f.score DESC LIMIT :k"
                 ),
-                {"q": match, "u": user_id, "ns": namespace, "k": limit, "inner": 2 * limit + 20},
+                {"q": match, "u": user_id, "ns": namespace, "k": limit,
+                 "inner": (2 * limit + 20) * (1 if pool is None else 3)},
             ).all()
         elif engine.dialect.name == "postgresql":
             tsq = " | ".join(re.sub(r"[^\w]", "", t) for t in terms if re.sub(r"[^\w]", "", t))

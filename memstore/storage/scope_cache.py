@@ -33,7 +33,7 @@ from sqlalchemy import Engine, delete, update
 from sqlmodel import Session, col, select
 
 from memstore import metrics
-from memstore.records import MemoryRecord, ScopeVersion
+from memstore.records import EPISODE, MemoryRecord, ScopeVersion
 
 log = logging.getLogger("memstore")
 
@@ -97,23 +97,25 @@ class _Entry:
     ctx_norm: np.ndarray       # |v + v_prev| per row (1 where there is no previous memory)
     speakers: tuple[str, ...]  # who speaks in the scope's conversations (provenance), most frequent first
     row: dict[str, int]        # id -> its row in ``matrix`` (built once: every search's neighbours look it up)
+    episode: np.ndarray        # True for the rows of episodes (past-conversation excerpts): their own pool
 
     @property
     def nbytes(self) -> int:
         return int(self.matrix.nbytes) + ROW_OVERHEAD_BYTES * len(self.ids)
 
 
-def _layout(ids: list[str], matrix: np.ndarray, provenance: dict[str, Provenance]
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
-    """Links each memory to the one before and after it in its conversation (by position), the norms of the
-    context views (this vector + the previous one), and the scope's speakers."""
+def _layout(ids: list[str], matrix: np.ndarray, provenance: dict[str, Provenance],
+            episodes: frozenset[str] = frozenset()) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Links each memory to the one before and after it in its conversation (by position) and pool (facts
+    link to facts, episodes to episodes), the norms of the context views (this vector + the previous one),
+    and the scope's speakers."""
     n = len(ids)
     prev = np.full(n, -1, dtype=np.int64)
     nxt = np.full(n, -1, dtype=np.int64)
-    placed = sorted((c, p, i) for i, mid in enumerate(ids)
+    placed = sorted((mid in episodes, c, p, i) for i, mid in enumerate(ids)
                     for c, p, _s in [provenance.get(mid, (None, None, None))] if c is not None and p is not None)
-    for (c1, _p1, a), (c2, _p2, b) in itertools.pairwise(placed):
-        if c1 == c2:
+    for (e1, c1, _p1, a), (e2, c2, _p2, b) in itertools.pairwise(placed):
+        if c1 == c2 and e1 == e2:
             prev[b], nxt[a] = a, b
     ctx_norm = np.ones(n, dtype=np.float32)
     has = prev >= 0
@@ -146,16 +148,17 @@ class ScopeVectorCache:
 
     # ---- reads ----------------------------------------------------------------------------------------
     def query(self, vec: np.ndarray, user_id: str, namespace: str, limit: int,
-              context: float = 0.0) -> list[tuple[str, float]] | None:
+              context: float = 0.0, pool: str | None = None) -> list[tuple[str, float]] | None:
         """(id, similarity) of the scope's ``limit`` nearest memories, or None when the cache cannot answer.
         ``context`` (0..1): that share of the similarity comes from the memory's context view (its vector plus
-        the previous memory's in the same conversation), so a reply is found by the question it answers."""
+        the previous memory's in the same conversation), so a reply is found by the question it answers.
+        ``pool``: "facts", "episodes" or None (both)."""
         entry = self._current(user_id, namespace)
         if entry is None:
             metrics.inc("memstore_vector_cache_misses_total")
             return None
         metrics.inc("memstore_vector_cache_hits_total")
-        return _top(entry, vec, limit, context)
+        return _top(entry, vec, limit, context, pool)
 
     def neighbours(self, user_id: str, namespace: str, ids: list[str]) -> dict[str, list[str]] | None:
         """The memories just before and after each given one in its conversation (as of the last query),
@@ -211,7 +214,7 @@ class ScopeVectorCache:
     def _refresh(self, scope: ScopeKey, token: str | None, old: _Entry | None) -> _Entry | None:
         """Brings the scope up to date with SQL: a diff against ``old`` when there is one, else a load
         (inline for small scopes, in the background for big ones)."""
-        want, provenance = self._scope_rows(scope)
+        want, provenance, episodes = self._scope_rows(scope)
         dim = old.matrix.shape[1] if old is not None and old.matrix.size else 0
         if len(want) > self.max_scope_vectors or (dim and _estimate(len(want), dim) > self.max_bytes):
             self._mark_too_big(scope, token)
@@ -220,23 +223,24 @@ class ScopeVectorCache:
             if len(want) > self.sync_load_limit:
                 self._load_later(scope)
                 return None
-            return self._build(scope, token, want, provenance, {}, None)
+            return self._build(scope, token, want, provenance, {}, None, episodes)
         keep = {i: h for i, h in old.hashes.items() if want.get(i) == h}
-        return self._build(scope, token, want, provenance, keep, old)
+        return self._build(scope, token, want, provenance, keep, old, episodes)
 
-    def _scope_rows(self, scope: ScopeKey) -> tuple[dict[str, str], dict[str, Provenance]]:
-        """id -> content_hash of the scope's indexed memories (invalidated ones too: searches may ask), and
-        id -> (conversation, position, speaker) of those that carry provenance."""
+    def _scope_rows(self, scope: ScopeKey) -> tuple[dict[str, str], dict[str, Provenance], frozenset[str]]:
+        """id -> content_hash of the scope's indexed memories (invalidated ones too: searches may ask),
+        id -> (conversation, position, speaker) of those that carry provenance, and the ids of episodes."""
         with Session(self.engine) as s:
             rows = s.exec(select(MemoryRecord.id, MemoryRecord.content_hash, MemoryRecord.conversation,
-                                 MemoryRecord.position, MemoryRecord.speaker).where(
+                                 MemoryRecord.position, MemoryRecord.speaker, MemoryRecord.kind).where(
                 MemoryRecord.user_id == scope[0], MemoryRecord.namespace == scope[1],
                 col(MemoryRecord.indexed).is_(True))).all()
-        return ({i: h for i, h, _c, _p, _s in rows},
-                {i: (c, p, s) for i, _h, c, p, s in rows if c is not None or s is not None})
+        return ({i: h for i, h, _c, _p, _s, _k in rows},
+                {i: (c, p, s) for i, _h, c, p, s, _k in rows if c is not None or s is not None},
+                frozenset(i for i, _h, _c, _p, _s, k in rows if k == EPISODE))
 
     def _build(self, scope: ScopeKey, token: str | None, want: dict[str, str], provenance: dict[str, Provenance],
-               keep: dict[str, str], old: _Entry | None) -> _Entry | None:
+               keep: dict[str, str], old: _Entry | None, episodes: frozenset[str] = frozenset()) -> _Entry | None:
         missing = [i for i in want if i not in keep]
         fetched = self._fetch(missing) if missing else {}
         if fetched is None:
@@ -253,12 +257,13 @@ class ScopeVectorCache:
             vecs.append(_normalise(np.stack([fetched[i] for i in got])))
         dim = vecs[0].shape[1] if vecs else 0
         if any(v.shape[1] != dim for v in vecs):  # the embedding model changed under us: start over
-            return self._build(scope, token, want, provenance, {}, None) if old is not None else None
+            return self._build(scope, token, want, provenance, {}, None, episodes) if old is not None else None
         matrix = np.concatenate(vecs) if vecs else np.zeros((0, dim), dtype=np.float32)
-        prev, nxt, ctx_norm, speakers = _layout(ids, matrix, provenance)
+        prev, nxt, ctx_norm, speakers = _layout(ids, matrix, provenance, episodes)
         entry = _Entry(token=token, ids=ids, hashes={i: want[i] for i in ids}, matrix=matrix,
                        loaded_at=time.monotonic(), prev=prev, next=nxt, ctx_norm=ctx_norm, speakers=speakers,
-                       row={mid: n for n, mid in enumerate(ids)})
+                       row={mid: n for n, mid in enumerate(ids)},
+                       episode=np.fromiter((i in episodes for i in ids), dtype=bool, count=len(ids)))
         if entry.nbytes > self.max_bytes:  # would evict everything else and still not fit
             self._mark_too_big(scope, token)
             return None
@@ -311,7 +316,8 @@ class ScopeVectorCache:
             with self._lock:
                 current = self._entries.get(scope)
             if current is None or current.token != token:
-                self._build(scope, token, *self._scope_rows(scope), {}, None)
+                want, provenance, episodes = self._scope_rows(scope)
+                self._build(scope, token, want, provenance, {}, None, episodes)
         except Exception as exc:
             log.debug("vector cache load of a scope failed: %s", exc)
         finally:
@@ -330,7 +336,8 @@ def _normalise(m: np.ndarray) -> np.ndarray:
     return m / norms
 
 
-def _top(entry: _Entry, vec: np.ndarray, limit: int, context: float = 0.0) -> list[tuple[str, float]]:
+def _top(entry: _Entry, vec: np.ndarray, limit: int, context: float = 0.0,
+         pool: str | None = None) -> list[tuple[str, float]]:
     if not entry.ids or limit <= 0:
         return []
     q = np.asarray(vec, dtype=np.float32).reshape(-1)
@@ -346,6 +353,12 @@ def _top(entry: _Entry, vec: np.ndarray, limit: int, context: float = 0.0) -> li
         ctx = sims.copy()
         ctx[has] = (sims[has] + sims[entry.prev[has]]) / entry.ctx_norm[has]
         sims = (1 - context) * sims + context * ctx
+    if pool is not None:  # the other pool's rows can never be chosen
+        keep = entry.episode if pool == "episodes" else ~entry.episode
+        if not keep.any():
+            return []
+        sims = np.where(keep, sims, -np.inf)
+        limit = min(limit, int(keep.sum()))
     k = min(limit, len(sims))
     top = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
     top = top[np.argsort(-sims[top], kind="stable")]

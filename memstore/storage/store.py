@@ -23,6 +23,7 @@ from sqlmodel import Session, col, select
 
 from memstore.errors import InvalidInputError, NotFoundError, StorageError
 from memstore.records import (
+    EPISODE,
     MemoryEvent,
     MemoryOp,
     MemoryRecord,
@@ -90,7 +91,9 @@ class MemoryStore:
 
     def list(self, user_id: str, namespace: str | None = "default", include_invalid: bool = False,
              kind: str | None = None, pinned: bool | None = None, limit: int | None = None,
-             offset: int = 0) -> list[MemoryRecord]:
+             offset: int = 0, pool: str | None = None) -> list[MemoryRecord]:
+        """The user's memories, oldest first; ``pool``: "facts" (every kind but episodes), "episodes" or
+        None (both)."""
         q = select(MemoryRecord).where(MemoryRecord.user_id == user_id)
         if namespace is not None:
             q = q.where(MemoryRecord.namespace == namespace)
@@ -98,6 +101,12 @@ class MemoryStore:
             q = q.where(col(MemoryRecord.invalid_at).is_(None))
         if kind is not None:
             q = q.where(MemoryRecord.kind == kind)
+        if pool == "facts":
+            q = q.where(MemoryRecord.kind != EPISODE)
+        elif pool == "episodes":
+            q = q.where(MemoryRecord.kind == EPISODE)
+        elif pool is not None:
+            raise InvalidInputError(f"pool must be facts, episodes or None, not {pool!r}")
         if pinned is not None:
             q = q.where(MemoryRecord.pinned == pinned)
         q = q.order_by(col(MemoryRecord.created_at), col(MemoryRecord.pk)).offset(offset)
@@ -402,23 +411,37 @@ class MemoryStore:
         return done
 
     def dense_query(self, vec: np.ndarray, user_id: str, namespace: str, limit: int,
-                    context: float = 0.0) -> list[tuple[str, float]]:
+                    context: float = 0.0, pool: str | None = None) -> list[tuple[str, float]]:
         """(id, cosine similarity) of the scope's nearest vectors, best first: exact, from the in-memory
         scope cache when it can answer, else the vector index's (approximate) query. ``context`` (0..1): that
         share of each memory's score comes from its context view (the scope cache only; the index answers
-        with plain similarities)."""
+        with plain similarities). ``pool``: "facts" (every kind but episodes), "episodes" or None (both)."""
         if self.vector_cache is not None:
             try:
-                hits = self.vector_cache.query(vec, user_id, namespace, limit, context)
+                hits = self.vector_cache.query(vec, user_id, namespace, limit, context, pool)
             except Exception as exc:  # the cache is an optimisation: never a reason to fail a search
                 log.debug("vector cache failed, asking the index: %s", exc)
                 hits = None
             if hits is not None:
                 return hits
-        return self.index.query(vec, user_id, namespace, limit)
+        if pool is None:
+            return self.index.query(vec, user_id, namespace, limit)
+        # the index knows no kinds: ask for more and keep the pool's (SQL says which kind each one is)
+        found = self.index.query(vec, user_id, namespace, limit * 4 + 20)
+        kinds = self.kinds([i for i, _s in found])
+        return [(i, sim) for i, sim in found if (kinds.get(i) == EPISODE) == (pool == "episodes")][:limit]
+
+    def kinds(self, ids: Sequence[str]) -> dict[str, str]:
+        """id -> kind of the given memories (ids that no longer exist are left out)."""
+        if not ids:
+            return {}
+        with Session(self.engine) as s:
+            return dict(s.exec(select(MemoryRecord.id, MemoryRecord.kind)
+                               .where(col(MemoryRecord.id).in_(list(ids)))).all())
 
     def neighbours(self, user_id: str, namespace: str, ids: Sequence[str]) -> dict[str, list[str]]:
-        """The memories just before and after each given one in its conversation (by position)."""
+        """The memories just before and after each given one in its conversation (by position), among the
+        memories of its own pool (facts next to facts, episodes next to episodes)."""
         if not ids:
             return {}
         if self.vector_cache is not None:
@@ -426,24 +449,25 @@ class MemoryStore:
             if held is not None and len(held) == len(set(ids)):
                 return held
         with Session(self.engine) as s:
-            mine = s.exec(select(MemoryRecord.id, MemoryRecord.conversation, MemoryRecord.position).where(
+            mine = s.exec(select(MemoryRecord.id, MemoryRecord.conversation, MemoryRecord.kind).where(
                 MemoryRecord.user_id == user_id, MemoryRecord.namespace == namespace,
                 col(MemoryRecord.id).in_(list(ids)), col(MemoryRecord.conversation).is_not(None))).all()
-            convs = sorted({c for _i, c, _p in mine})
-            rows = s.exec(select(MemoryRecord.id, MemoryRecord.conversation, MemoryRecord.position).where(
+            convs = sorted({c for _i, c, _k in mine})
+            rows = s.exec(select(MemoryRecord.id, MemoryRecord.conversation, MemoryRecord.kind).where(
                 MemoryRecord.user_id == user_id, MemoryRecord.namespace == namespace,
                 col(MemoryRecord.conversation).in_(convs), col(MemoryRecord.position).is_not(None))
-                .order_by(col(MemoryRecord.conversation), col(MemoryRecord.position))).all() if convs else []
-        order: dict[str, list[str]] = {}
+                .order_by(col(MemoryRecord.conversation), col(MemoryRecord.position), col(MemoryRecord.pk))
+            ).all() if convs else []
+        order: dict[tuple[str, bool], list[str]] = {}
         place: dict[str, int] = {}
-        for mid, conv, _pos in rows:
-            seq = order.setdefault(conv, [])
+        for mid, conv, kind in rows:
+            seq = order.setdefault((conv, kind == EPISODE), [])
             place[mid] = len(seq)
             seq.append(mid)
         out: dict[str, list[str]] = {}
-        for mid, conv, _pos in mine:
+        for mid, conv, kind in mine:
             if mid in place:
-                seq, k = order[conv], place[mid]
+                seq, k = order[(conv, kind == EPISODE)], place[mid]
                 out[mid] = [seq[j] for j in (k - 1, k + 1) if 0 <= j < len(seq)]
         return out
 

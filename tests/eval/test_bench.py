@@ -47,6 +47,7 @@ def test_bench_search_smoke(tmp_path: Path) -> None:
 def test_bench_ingest_smoke() -> None:
     res = bench.bench_ingest(messages=12, batch=5, repeats=2, show_progress=False, embedder=HashEmbedder())
     assert [r["messages"] for r in res["runs"]] == [12, 12] and res["messages_per_s"] > 0
+    assert res["embed_per_s"] > 0 and res["ratio_to_embedder"] > 0 and all("ratio" in r for r in res["runs"])
     _has_env(res)
 
 

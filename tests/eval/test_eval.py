@@ -139,6 +139,12 @@ def test_run_locomo_extract_maps_sources_to_turns(locomo_file: Path, tmp_path: P
     every = {s for r in rows for s in r["top_sources"]}
     assert every and every <= {"D1:1", "D1:2", "D1:3", "D1:4", "D2:1", "D2:2", "D2:3"}
     assert rows[0]["recall"][50] == 1.0  # "I bought a telescope ..." became a memory of turn D2:3
+    # every turn is also an episode; both pools are reported, each alone too, from the same store
+    assert result["episodes"] == result["turns"] == 7 and result["episodes_searched"]
+    assert set(result["retrievers"]) == {"library", "library/episodes", "library/facts"}
+    episodes_only = result["retrievers"]["library/episodes"]["all"]["overall"]
+    assert episodes_only["recall@50"] == 100.0  # seven turns, seven episodes: every turn is found
+    assert "in_block" in result["retrievers"]["library"]["all"]
 
 
 def test_query_analysis() -> None:
@@ -265,6 +271,36 @@ def test_run_prefeval_end_to_end(tmp_path: Path) -> None:
     assert set(r["per_topic"]) == {"food", "travel"} and r["per_topic"]["food"]["items"] == 2
 
 
+def test_run_prefeval_implicit_sets_find_the_revealing_conversation(tmp_path: Path) -> None:
+    from memstore.config import MemoryConfig
+
+    root = _prefeval_dir(tmp_path)
+    (root / "implicit_preference" / "choice-based").mkdir(parents=True)
+    (root / "implicit_preference" / "persona-driven").mkdir(parents=True)
+    (root / "implicit_preference" / "choice-based" / "travel.json").write_text(json.dumps([{
+        "preference": "Prefers trains to flights.", "question": "How should I get to Vienna from Munich?",
+        "conversation": {"query": "How can I get from Paris to Lyon?",
+                         "assistant_options": "1. Fly from Orly. 2. Take the TGV train.",
+                         "user_selection": "The train, option 2: I avoid planes whenever I can.",
+                         "assistant_acknowledgment": "Understood, trains it is."}}]))
+    (root / "implicit_preference" / "persona-driven" / "travel.json").write_text(json.dumps([{
+        "preference": "Prefers trains to flights.", "question": "How should I get to Vienna from Munich?",
+        "conversation": {"0": {"user": "I'm a retired teacher planning trips.", "assistant": "Lovely!"},
+                         "1": {"user": "Last time I took the night train to Vienna, no planes for me.",
+                               "assistant": "Night trains are relaxing."}}}]))
+    assert [len(i.conversation or []) for i in prefeval.load_items(root, kind="choice-based")] == [2]
+    with pytest.raises(ValueError, match="unknown PrefEval set"):
+        prefeval.load_items(root, kind="implied")
+    result = prefeval.run_prefeval(root, distractors=[3], config=MemoryConfig(extractor="heuristic"),
+                                   store=tmp_path / "store", show_progress=False, embedder=HashEmbedder(),
+                                   sets=["choice-based", "persona-driven"])
+    assert set(result["sets"]) == {"choice-based", "persona-driven"} and "distractors" not in result
+    for kind in ("choice-based", "persona-driven"):
+        r = result["sets"][kind]["distractors"]["3"]
+        assert r["items"] == 1 and r["hit_rate"] == 100.0  # an excerpt of the conversation is in the block
+        assert r["rows"][0]["episodes_in_block"] >= 1 and r["tokens_max"] <= 800
+
+
 def test_cli_apps_import_cheaply() -> None:
     import subprocess
     import sys
@@ -276,7 +312,7 @@ def test_cli_apps_import_cheaply() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert {c.name for c in eval_app.registered_commands} == {"locomo", "prefeval", "extraction", "followups"}
     assert {c.name for c in bench_app.registered_commands} == {"search", "ingest", "overhead", "cli", "server",
-                                                              "backends", "embed", "startup"}
+                                                              "backends", "embed", "startup", "prefix"}
 
 
 def test_eval_extraction_cli(locomo_file: Path, tmp_path: Path) -> None:

@@ -66,9 +66,9 @@ def test_injection_and_learning_across_requests(client: MemoryClient, llm: Scrip
     chat_request = next(r for r in reversed(llm.requests) if "response_format" not in r.body)
     system = chat_request.body["messages"][0]["content"]
     assert system.startswith("You are a cooking assistant.")  # merged after the caller's own system text
-    assert "Never use capital letters" in system and "Is vegetarian" in system
+    assert "Never use capital letters" in system and "Is vegetarian" in chat_request.system_text
     assert "aardvark" not in json.dumps(chat_request.body)  # never another user's facts
-    assert len(chat_request.body["messages"]) == 2
+    assert len(chat_request.body["messages"]) == 3  # + the recalled memories, just before the user message
     info = second.memstore
     assert len(info.memory_ids) == 1 and len(info.rule_ids) == 1 and info.tokens > 0
     assert info.compliance == {info.rule_ids[0]: True}  # "sure, here you go." is lowercase

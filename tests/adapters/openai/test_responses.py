@@ -35,7 +35,7 @@ def test_injection_with_instructions_merged(client: MemoryClient, llm: ScriptedL
     assert isinstance(resp, Response) and resp.output_text == "try a lentil curry."
     sent = llm.requests[-1].body
     assert sent["instructions"].startswith("You are a shopping helper.")  # merged, not replaced
-    assert "allergic to peanuts" in sent["instructions"] and "Never use capital letters" in sent["instructions"]
+    assert "Never use capital letters" in sent["instructions"] and "allergic to peanuts" in llm.requests[-1].system_text
     assert resp.memstore.memory_ids and resp.memstore.rule_ids
     (turn,) = turns(client.memory)
     assert turn.response == "try a lentil curry." and turn.response_id == resp.id
@@ -62,7 +62,7 @@ def test_streaming_events_in_order_and_recorded_at_the_end(client: MemoryClient,
     assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
     assert kinds.index("response.output_text.delta") < kinds.index("response.output_text.done")
     assert "".join(deltas) == "one two three"
-    assert "allergic to peanuts" in llm.requests[-1].body["instructions"]
+    assert "allergic to peanuts" in llm.requests[-1].system_text
     (turn,) = turns(client.memory)
     assert turn.response == "one two three"
 
@@ -82,7 +82,7 @@ def test_async_twin(config, llm: ScriptedLLM) -> None:
             llm.enqueue("sure.", "fine.")
             resp = await c.responses.create(model="scripted", input="snack?", user="alice")
             assert resp.output_text == "sure."
-            assert "allergic" in llm.requests[-1].body["instructions"]
+            assert "allergic" in llm.requests[-1].system_text
             stream = await c.responses.create(model="scripted", input="another?", user="alice", stream=True)
             kinds = [e.type async for e in stream]
             assert kinds[-1] == "response.completed"

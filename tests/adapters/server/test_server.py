@@ -105,10 +105,10 @@ def test_rule_and_memory_set_through_the_api_reach_the_upstream(server: ServerPr
 
     assert resp.choices[0].message.content == "Try a lentil curry."
     sent = upstream.requests[-1].body
-    system = sent["messages"][0]
-    assert system["role"] == "system"
-    assert "I am vegetarian" in system["content"] and "never use emoji" in system["content"]
-    assert sent["messages"][1] == {"role": "user", "content": "what should I cook tonight?"}
+    system, recalled = sent["messages"][0], sent["messages"][1]  # MemoryConfig.injection="split"
+    assert system["role"] == recalled["role"] == "system"
+    assert "never use emoji" in system["content"] and "I am vegetarian" in recalled["content"]
+    assert sent["messages"][2] == {"role": "user", "content": "what should I cook tonight?"}
     assert sent["user"] == "alice"
     assert upstream.requests[-1].headers["authorization"] == "Bearer upstream-secret"  # the key stays server-side
     assert raw.headers["x-memstore-user"] == "alice"
@@ -371,13 +371,21 @@ def test_compliance_export_and_forget(server: ServerProcess, keys: dict[str, str
     rates = api(server, key, "GET", "/users/jack/compliance").json()["data"]
     assert rates[0]["checked"] == 2 and rates[0]["passed"] == 1
 
-    export = api(server, key, "GET", "/users/jack/export").json()
+    def settled() -> Any:  # the worker has processed both turns (each exchange is also kept as an episode)
+        data = api(server, key, "GET", "/users/jack/export").json()
+        return data if all(t["status"] not in ("pending", "processing") for t in data["turns"]) else None
+
+    export = wait_until(settled)
     assert export["format"] == "memstore.export" and export["namespace"] == "default"
-    assert [m["text"] for m in export["memories"]] == ["I have a cat named Miso"]
+    assert [m["text"] for m in export["memories"] if m["kind"] != "episode"] == ["I have a cat named Miso"]
+    # "hi" / "Hello Jack" and "hi" / "hello jack" are one text once case is folded: one episode, both turns
+    episodes = [m for m in export["memories"] if m["kind"] == "episode"]
+    assert [m["text"] for m in episodes] == ["User: hi\nAssistant: Hello Jack"]
+    assert len(episodes[0]["source_turn_ids"]) == 2
     assert len(export["rules"]) == 1 and len(export["turns"]) == 2
 
     gone = api(server, key, "DELETE", "/users/jack").json()
-    assert gone["deleted"]["memories"] == 1
+    assert gone["deleted"]["memories"] == 2
     after = api(server, key, "GET", "/users/jack/export").json()
     assert after["memories"] == [] and after["rules"] == [] and after["turns"] == []
 

@@ -29,14 +29,16 @@ def test_instructions_show_up_in_the_injection_preview(inspector: Any, page: Any
     page.get_by_role("link", name="See what would be injected").click()
     page.get_by_label("A message from this user").fill("What should I cook for dinner? Something vegetarian")
     page.get_by_role("button", name="Show what would be injected").click()
-    block = page.get_by_label("The injected system block")
-    expect(block).to_contain_text("I teach chemistry at a secondary school in Porto.")
-    expect(block).to_contain_text("Short answers, metric units.")
-    expect(block).to_contain_text("I keep a vegetarian diet")
+    # the default placement (split): instructions in the leading system message, recalled memories before the
+    # latest message; each part shown as it is sent
+    stable, recalled = page.get_by_label("The stable block"), page.get_by_label("The recalled block")
+    expect(stable).to_contain_text("I teach chemistry at a secondary school in Porto.")
+    expect(stable).to_contain_text("Short answers, metric units.")
+    expect(recalled).to_contain_text("I keep a vegetarian diet")
     expected = mem.context("alice", "What should I cook for dinner? Something vegetarian")
     assert expected.tokens == count_tokens(expected.system_block)
     expect(page.locator(".tokens")).to_have_text(f"{expected.tokens} tokens")
-    assert block.text_content() == expected.system_block
+    assert stable.text_content() == expected.stable_block and recalled.text_content() == expected.recall_block
     assert "message=What%20should%20I%20cook" in page.url  # htmx pushed the URL: the preview can be shared and reloaded
 
     # undo brings back the previous instructions, and the preview follows

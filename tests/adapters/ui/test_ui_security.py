@@ -270,7 +270,7 @@ def test_poisoning_and_injection_corpora_render_inert(inspector: Any, page: Any)
     for message in (HOSTILE_HTML[0], INJECTIONS[6], INJECTIONS[44]):
         visit("/ui/preview", user="alice", message=message)
         expect(page.locator("#message")).to_have_value(message)
-    expect(page.get_by_label("The injected system block")).to_contain_text("<")  # markup shown as text
+    expect(page.get_by_label("The stable block")).to_contain_text("<")  # markup shown as text
     for q in (HOSTILE_HTML[2], INJECTIONS[54]):
         visit("/ui/memories", user="alice", q=q)
     visit("/ui/memory", id=HOSTILE_HTML[2], user="alice")  # the id comes back in the error message
