@@ -1,8 +1,9 @@
 """MemoryClient / AsyncMemoryClient: drop-ins for openai.OpenAI / openai.AsyncOpenAI.
 
-Chat to OpenAI or to an OpenAI-compatible ``base_url`` is made by the real openai SDK (its retries, timeouts,
-lenient parsing and exception classes, exactly); provider-prefixed models and the Responses API go through
-litellm, their errors raised as the SDK's classes (errors.py). Background extraction goes to the client's own
+Chat and the Responses API to OpenAI or to an OpenAI-compatible ``base_url`` are made by the real openai SDK
+(its retries, timeouts, lenient parsing and exception classes, exactly); provider-prefixed models go through
+litellm, their errors raised as the SDK's classes (errors.py) and their results built as leniently as the SDK
+builds an API answer (streams.construct). Background extraction goes to the client's own
 endpoint with its key unless ``MemoryConfig.llm_api_base`` names another; ``close()`` and interpreter exit
 wait (``close_timeout``) for the turns this client recorded.
 
@@ -40,7 +41,7 @@ from memstore.adapters.openai.steps import (
     resolve_options,
     rule_retry,
 )
-from memstore.adapters.openai.streams import AsyncMemoryStream, MemoryStream, reply_text
+from memstore.adapters.openai.streams import AsyncMemoryStream, MemoryStream, construct, reply_text
 from openai import NotGiven
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from pydantic import PrivateAttr
@@ -87,12 +88,13 @@ class MemoryChatCompletion(ChatCompletion):
 
 def to_chat_completion(resp: Any, info: MemoryInfo) -> MemoryChatCompletion:
     """The model's answer as a MemoryChatCompletion. The SDK's own ChatCompletion is taken field by field, as
-    leniently as the SDK parsed it (``{}`` or ``choices: null`` included); litellm's is validated."""
+    the SDK parsed it (``{}`` or ``choices: null`` included); litellm's is built the way the SDK builds an API
+    answer, without validation (missing, extra and null fields kept as they are; streams.construct)."""
     if isinstance(resp, ChatCompletion):
-        out = MemoryChatCompletion.model_construct(_fields_set=resp.model_fields_set, **dict(resp))
+        out = MemoryChatCompletion.model_construct(**dict(resp))
+        object.__setattr__(out, "__pydantic_fields_set__", set(resp.model_fields_set))  # what the body had
     else:
-        data = resp.model_dump() if hasattr(resp, "model_dump") else dict(resp)
-        out = MemoryChatCompletion.model_validate(data)
+        out = construct(MemoryChatCompletion, resp)
     out._memstore = info
     return out
 
@@ -170,13 +172,17 @@ class _Base:
         return self._delegate
 
     def _sdk_resource(self, kwargs: dict[str, Any]) -> Any:
-        """``chat.completions`` of the real client; ``max_retries`` / ``api_key`` / ``api_base`` given per
-        request (litellm's spelling, accepted before) become the SDK's per-request options."""
+        """``chat.completions`` of the real client (``_sdk_client``)."""
+        return self._sdk_client(kwargs).chat.completions
+
+    def _sdk_client(self, kwargs: dict[str, Any]) -> Any:
+        """The real client for one request: ``max_retries`` / ``api_key`` / ``api_base`` given per request
+        (litellm's spelling, accepted before) become the SDK's per-request options."""
         options: dict[str, Any] = {k: kwargs.pop(k) for k in ("max_retries", "api_key") if k in kwargs}
         if "api_base" in kwargs:
             options["base_url"] = kwargs.pop("api_base")
         sdk = self._sdk()
-        return (sdk.with_options(**options) if options else sdk).chat.completions
+        return sdk.with_options(**options) if options else sdk
 
     def _route_extraction(self) -> LLM | None:
         """Background extraction talks to the endpoint the application named, with its key: the client's

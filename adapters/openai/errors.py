@@ -1,8 +1,8 @@
 """The openai SDK's own exception classes, for every failure a caller of MemoryClient sees.
 
-Requests to OpenAI or an OpenAI-compatible server (``base_url``) go through the real openai SDK, so its
-exceptions, status codes and retries are the SDK's by construction. Requests litellm routes to another provider
-(``"anthropic/..."``, ``"ollama/..."``) and the Responses API raise litellm's exceptions; ``as_openai_error``
+Requests to OpenAI or an OpenAI-compatible server (``base_url``), chat and Responses alike, go through the real
+openai SDK, so its exceptions, status codes and retries are the SDK's by construction. Requests litellm routes to
+another provider (``"anthropic/..."``, ``"ollama/..."``) raise litellm's exceptions; ``as_openai_error``
 turns each into the openai class the SDK raises for the same situation (same ``status_code``, response and
 body where litellm kept them), so ``except openai.APIConnectionError:`` works whatever the model.
 

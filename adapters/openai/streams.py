@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, get_args
 
 from memstore.adapters.openai.errors import as_openai_error
 from memstore.adapters.openai.steps import MemoryInfo
+from openai._models import construct_type_unchecked
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import (
     Response,
@@ -24,14 +25,15 @@ from openai.types.responses import (
     ResponseStreamEvent,
     ResponseTextDeltaEvent,
 )
-from pydantic import TypeAdapter
 
 OnDone = Callable[[str, bool, str | None], None]
 """Records a streamed reply: ``(text, partial, response_id)``."""
 
 ItemT = TypeVar("ItemT", bound=ChatCompletionChunk | ResponseStreamEvent)
+T = TypeVar("T")
 
-_EVENT: TypeAdapter[ResponseStreamEvent] = TypeAdapter(ResponseStreamEvent)
+# the classes of the SDK's ResponseStreamEvent union (an Annotated union discriminated by ``type``)
+_EVENT_CLASSES: tuple[type, ...] = tuple(get_args(get_args(ResponseStreamEvent)[0]))
 
 
 # -- the reply text of a finished result ---------------------------------------------------------------
@@ -43,7 +45,7 @@ def reply_text(completion: ChatCompletion) -> str:
     if msg is None:
         return ""
     text = msg.content if isinstance(msg.content, str) else ""
-    for call in msg.tool_calls or []:
+    for call in msg.tool_calls if isinstance(msg.tool_calls, list) else []:
         function = getattr(call, "function", None)  # custom tool calls have no function
         if function is not None:
             text += f"\n[tool call {function.name}({function.arguments})]"
@@ -51,38 +53,63 @@ def reply_text(completion: ChatCompletion) -> str:
 
 
 def output_text(resp: Response) -> str:
-    """The text of a Responses API response."""
-    text = getattr(resp, "output_text", None)
+    """The text of a Responses API response (also of one an upstream left fields out of)."""
+    try:
+        text = resp.output_text  # the SDK's property: raises on an output it cannot walk (null, odd items)
+    except Exception:
+        text = None
     if isinstance(text, str) and text:
         return text
     parts = []
-    for item in resp.output or []:
-        for c in getattr(item, "content", None) or []:
-            if getattr(c, "type", None) == "output_text":
+    for item in resp.output if isinstance(resp.output, list) else []:
+        content = getattr(item, "content", None)
+        for c in content if isinstance(content, list) else []:
+            if getattr(c, "type", None) == "output_text" and isinstance(getattr(c, "text", None), str):
                 parts.append(c.text)
     return "".join(parts)
 
 
-# -- raw litellm items as the SDK's own types --------------------------------------------------------
-def _data(raw: Any, mode: str = "python") -> dict[str, Any]:
-    return raw.model_dump(mode=mode) if hasattr(raw, "model_dump") else dict(raw)
+# -- what comes back, as the SDK's own types, parsed as leniently as the SDK parses ----------------------
+def _data(raw: Any) -> Any:
+    """A litellm object (or a plain mapping) as plain data."""
+    if hasattr(raw, "model_dump"):
+        try:
+            return raw.model_dump(mode="json", warnings=False)
+        except TypeError:  # a model_dump without pydantic's keywords
+            return raw.model_dump()
+    return dict(raw) if isinstance(raw, dict) else raw
+
+
+def construct(type_: type[T], raw: Any) -> T:
+    """``raw`` (a litellm object or plain data) as ``type_``, built the way the openai SDK builds what an API
+    answers (``openai._models.construct_type``): nothing validated, so a missing field is None, an extra one
+    is kept (``model_extra``) and a null one stays null, while nested objects and discriminated unions still
+    become the SDK's own classes. The SDK's own client accepts such bodies, and so must a drop-in for it."""
+    return construct_type_unchecked(value=_data(raw), type_=type_)
 
 
 def to_chunk(raw: Any, seq: int = 0) -> ChatCompletionChunk:
     """litellm's stream chunk as ``openai.types.chat.ChatCompletionChunk`` (the SDK's own passes unchanged)."""
     if isinstance(raw, ChatCompletionChunk):
         return raw
-    return ChatCompletionChunk.model_validate(_data(raw))
+    return construct(ChatCompletionChunk, raw)
 
 
 def to_event(raw: Any, seq: int) -> ResponseStreamEvent:
-    """litellm's stream event as the openai SDK's own event type (litellm may omit sequence_number)."""
-    data = _data(raw, "json")
-    if data.get("sequence_number") is None:
-        data["sequence_number"] = seq
-    if data.get("type") in ("response.output_text.delta", "response.output_text.done") and data.get("logprobs") is None:
-        data["logprobs"] = []
-    return _EVENT.validate_python(data)
+    """A Responses stream event as the openai SDK's own event type: the SDK's own passes unchanged (numbered by
+    its position if the upstream left ``sequence_number`` out); litellm's is built as the SDK would build it and
+    numbered by its position (litellm's own numbers are not the upstream's, and skip when the upstream sent
+    none)."""
+    if isinstance(raw, _EVENT_CLASSES):
+        event: Any = raw
+    else:
+        data = _data(raw)
+        if isinstance(data, dict):
+            data["sequence_number"] = seq
+        event = construct(ResponseStreamEvent, data)  # type: ignore[arg-type]  # a union, as the SDK passes it
+    if getattr(event, "sequence_number", 0) is None:
+        event.sequence_number = seq
+    return event  # type: ignore[no-any-return]
 
 
 # -- the collector -----------------------------------------------------------------------------------
@@ -96,17 +123,21 @@ class ReplyCollector:
         self.done = False
 
     def see(self, item: ChatCompletionChunk | ResponseStreamEvent) -> None:
+        """Takes what the item says; as lenient as the parsing: a field an upstream left out is skipped."""
         if isinstance(item, ChatCompletionChunk):
             self.response_id = self.response_id or item.id
-            for choice in item.choices:
-                if choice.index == 0 and choice.delta and choice.delta.content:
-                    self.parts.append(choice.delta.content)
+            for choice in item.choices if isinstance(item.choices, list) else []:
+                delta = getattr(choice, "delta", None)
+                content = getattr(delta, "content", None)
+                if (getattr(choice, "index", None) or 0) == 0 and isinstance(content, str) and content:
+                    self.parts.append(content)
         elif isinstance(item, ResponseTextDeltaEvent):
-            self.parts.append(item.delta)
-        elif isinstance(item, ResponseCreatedEvent | ResponseCompletedEvent):
-            self.response_id = item.response.id
+            if isinstance(item.delta, str):
+                self.parts.append(item.delta)
+        elif isinstance(item, ResponseCreatedEvent | ResponseCompletedEvent) and item.response is not None:
+            self.response_id = getattr(item.response, "id", None) or self.response_id
             if isinstance(item, ResponseCompletedEvent):
-                self.final = output_text(item.response)
+                self.final = output_text(item.response) or None
 
     def text(self) -> str:
         return self.final if self.final is not None else "".join(self.parts)

@@ -1,14 +1,15 @@
 """``memstore serve``: an OpenAI-compatible HTTP proxy that gives any language's OpenAI SDK memory.
 
 Point the SDK's ``base_url`` at ``http://HOST:PORT/v1`` and use a proxy key (``memstore keys create``) as
-its API key. ``POST /v1/chat/completions`` (streaming as server-sent events) runs the very same request
-path as MemoryClient: the server holds one AsyncMemoryClient configured with the upstream model settings
-and calls ``client.chat.completions.create(**body, extra_body={"memory": {user, namespace}})``. The upstream
-provider key stays on the server.
+its API key. ``POST /v1/chat/completions`` and ``POST /v1/responses`` (streaming as server-sent events) run
+the very same request path as MemoryClient: the server holds one AsyncMemoryClient configured with the
+upstream model settings and calls ``client.chat.completions.create(**body, extra_body={"memory": {...}})``
+(or ``client.responses.create``). The upstream provider key stays on the server.
 
-Endpoints: ``/v1/chat/completions``, ``/v1/models``, the memory API under ``/v1/memory`` (see
-server_memory_api.py), ``/healthz`` and ``/metrics`` (Prometheus text). Run ``python -m memstore.adapters.server.app
---help`` or ``memstore serve --help``.
+Endpoints: ``/v1/chat/completions``, ``/v1/responses``, ``/v1/models``, the memory API under ``/v1/memory``
+(see memory_api.py), ``/healthz`` and ``/metrics`` (Prometheus text); other ``/v1`` paths are passed through
+to an OpenAI-compatible upstream or answered with a 404 naming what is served (passthrough.py). Run
+``python -m memstore.adapters.server.app --help`` or ``memstore serve --help``.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -29,10 +31,12 @@ import anyio
 import anyio.lowlevel
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from memstore.adapters.server import passthrough
 from memstore.adapters.server.limits import (
     ApiError,
     check_chat_body,
     check_memory_options,
+    check_responses_body,
     read_json,
     upstream_error,
 )
@@ -60,8 +64,8 @@ SERVER_HELP = {
     "memstore_server_auth_failures_total": "Proxy requests refused for a missing, wrong or revoked key.",
     "memstore_server_forbidden_total": "Proxy requests refused for naming a namespace their key is not bound to.",
     "memstore_server_rate_limited_total": "Proxy requests refused by the per-key rate limit.",
-    "memstore_server_upstream_errors_total": "Chat requests whose upstream model call failed.",
-    "memstore_server_streams_total": "Streamed chat completions started.",
+    "memstore_server_upstream_errors_total": "Chat and Responses requests whose upstream model call failed.",
+    "memstore_server_streams_total": "Streamed chat completions and responses started.",
     "memstore_server_streams_cut_total": "Streams that ended early (client gone or upstream broke).",
 }
 
@@ -70,6 +74,12 @@ def _chat_params() -> set[str]:
     from openai.types.chat.completion_create_params import CompletionCreateParamsBase
 
     return set(CompletionCreateParamsBase.__annotations__) | {"stream"}
+
+
+def _responses_params() -> set[str]:
+    from openai.types.responses.response_create_params import ResponseCreateParamsBase
+
+    return set(ResponseCreateParamsBase.__annotations__) | {"stream"}
 
 
 # ---- the app ----------------------------------------------------------------------------------------
@@ -118,6 +128,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.state.statuses = statuses
     app.state.openai_params = _chat_params()
     app.state.chat_params = app.state.openai_params | set(settings.allow_params)
+    app.state.responses_openai_params = _responses_params()
+    app.state.responses_params = app.state.responses_openai_params | set(settings.allow_params)
     app.add_middleware(_StatusCounter, counts=statuses)
     _install_error_handlers(app)
     app.include_router(memory_router)
@@ -125,10 +137,13 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
 
     app.include_router(server_router())
     app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
+    app.add_api_route("/v1/responses", responses, methods=["POST"])
     app.add_api_route("/v1/models", list_models, methods=["GET"])
     app.add_api_route("/v1/models/{model:path}", get_model, methods=["GET"])
     app.add_api_route("/healthz", healthz, methods=["GET"])
     app.add_api_route("/metrics", prometheus, methods=["GET"])
+    # last: every other /v1 path is passed through to the upstream, or a 404 that says what is served
+    app.add_api_route("/v1/{path:path}", other_endpoints, methods=_METHODS, include_in_schema=False)
     return app
 
 
@@ -168,7 +183,10 @@ def _install_error_handlers(app: FastAPI) -> None:
                         code="invalid_value").response()
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_r: Request, exc: StarletteHTTPException) -> Response:
+    async def _http(r: Request, exc: StarletteHTTPException) -> Response:
+        srv = getattr(r.app.state, "srv", None)
+        if exc.status_code == 404 and exc.detail == "Not Found" and srv is not None:
+            return passthrough.not_found(srv, r.method, r.url.path).response()
         code = {404: "unknown_url", 405: "method_not_allowed"}.get(exc.status_code)
         return ApiError(exc.status_code, str(exc.detail), code=code).response()
 
@@ -184,15 +202,53 @@ def _install_error_handlers(app: FastAPI) -> None:
         return ApiError(500, f"internal server error: {type(exc).__name__}", type="server_error").response()
 
 
-# ---- chat completions -------------------------------------------------------------------------------
+# ---- chat completions and responses -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Api:
+    """What differs between the two memory endpoints; everything else is one request path (``_proxy``)."""
+
+    name: str                       # for messages and logs
+    params: str                     # app.state attribute: the body parameters accepted
+    openai_params: str              # app.state attribute: those of OpenAI's own API (the rest are vendor ones)
+    check: Callable[[dict[str, Any], int], None]
+    create: Callable[[Any], Any]    # the client's create method
+    is_result: Callable[[Any], bool]
+    not_result: str                 # what a body that is none lacks
+    events: bool                    # the Responses stream format: ``event:`` lines, no [DONE]
+
+
+def _is_chat(result: Any) -> bool:
+    return isinstance(getattr(result, "choices", None), list)
+
+
+def _is_response(result: Any) -> bool:
+    return isinstance(getattr(result, "output", None), list)
+
+
+CHAT = _Api("chat completion", "chat_params", "openai_params", check_chat_body,
+            lambda client: client.chat.completions.create, _is_chat, "no 'choices' list", events=False)
+RESPONSES = _Api("Responses API response", "responses_params", "responses_openai_params", check_responses_body,
+                 lambda client: client.responses.create, _is_response, "no 'output' list", events=True)
+
 
 async def chat_completions(request: Request) -> Response:
+    return await _proxy(request, CHAT)
+
+
+async def responses(request: Request) -> Response:
+    """``POST /v1/responses``: the Responses API with memory (the block in ``instructions``, every turn);
+    ``previous_response_id``, ``conversation``, ``store`` and the rest go to the upstream as given."""
+    return await _proxy(request, RESPONSES)
+
+
+async def _proxy(request: Request, api: _Api) -> Response:
     st = state_of(request)
     scope = await authorize(request)
     body = await read_json(request, st.settings.max_body_bytes)
-    check_chat_body(body, st.settings.max_messages)
+    api.check(body, st.settings.max_messages)
     mem_opts = check_memory_options(body.pop("memory", None))
-    unknown = sorted(set(body) - request.app.state.chat_params)
+    unknown = sorted(set(body) - getattr(request.app.state, api.params))
     if unknown:
         raise ApiError(400, f"Unrecognized request argument supplied: {', '.join(unknown)}", param=unknown[0],
                        code="unknown_parameter")
@@ -206,10 +262,10 @@ async def chat_completions(request: Request) -> Response:
         mem_opts["user_id"] = user
     stream = bool(body.pop("stream", False))
     # vendor parameters allowed with --allow-param travel in the request body, not as SDK arguments
-    vendor = {k: body.pop(k) for k in list(body) if k not in request.app.state.openai_params}
+    openai_params = getattr(request.app.state, api.openai_params)
+    vendor = {k: body.pop(k) for k in list(body) if k not in openai_params}
     try:
-        result = await st.client.chat.completions.create(stream=stream, extra_body={**vendor, "memory": mem_opts},
-                                                         **body)
+        result = await api.create(st.client)(stream=stream, extra_body={**vendor, "memory": mem_opts}, **body)
     except MemstoreError:
         raise
     except Exception as exc:
@@ -218,18 +274,41 @@ async def chat_completions(request: Request) -> Response:
         log.warning("upstream error %d for model %s: %s", err.status, body.get("model"), err.message)
         raise err from None
     if not stream:
-        if not isinstance(getattr(result, "choices", None), list):  # HTML, {}, choices: null ... from upstream
+        if not api.is_result(result):  # HTML, {}, choices: null ... from upstream
             metrics.inc("memstore_server_upstream_errors_total")
-            log.warning("upstream answered model %s with something that is no chat completion: %.200r",
-                        body.get("model"), result)
-            raise ApiError(502, "upstream model error: the upstream answered with something that is not a chat "
-                                "completion (no 'choices' list)", type="upstream_error", code="upstream_error")
+            log.warning("upstream answered model %s with something that is no %s: %.200r", body.get("model"),
+                        api.name, result)
+            raise ApiError(502, f"upstream model error: the upstream answered with something that is not a "
+                                f"{api.name} ({api.not_result})", type="upstream_error", code="upstream_error")
         info = getattr(result, "memstore", None)
-        return Response(result.model_dump_json(), media_type="application/json", headers=_info_headers(info))
-    return await _stream_response(result)
+        return Response(_dump(result), media_type="application/json", headers=_info_headers(info))
+    return await _stream_response(result, api.events)
 
 
-async def _stream_response(stream: Any) -> Response:
+def _dump(item: Any) -> str:
+    """An SDK object as JSON the way the SDK writes it (``to_json``): API field names, and the fields the
+    upstream sent (a missing one stays missing, an extra one is kept) rather than every field the installed
+    SDK declares."""
+    return item.model_dump_json(by_alias=True, exclude_unset=True, warnings=False)  # type: ignore[no-any-return]
+
+
+def _sse(item: Any, events: bool) -> str:
+    if not events:
+        return f"data: {_dump(item)}\n\n"
+    kind = getattr(item, "type", None)
+    return (f"event: {kind}\n" if isinstance(kind, str) else "") + f"data: {_dump(item)}\n\n"
+
+
+def _sse_error(err: ApiError, events: bool, seq: int) -> str:
+    """An upstream that broke mid-stream, told the client the way its API does: chat streams carry OpenAI's
+    error body, Responses streams an ``error`` event."""
+    if not events:
+        return f"data: {_json(err.body())}\n\n"
+    event = {"type": "error", "code": err.code, "message": err.message, "param": err.param, "sequence_number": seq}
+    return f"event: error\ndata: {_json(event)}\n\n"
+
+
+async def _stream_response(stream: Any, events: bool = False) -> Response:
     """Pulls the first chunk before answering, so an upstream refusal is still a proper error status."""
     info = stream.memstore
     try:
@@ -241,11 +320,13 @@ async def _stream_response(stream: Any) -> Response:
         raise upstream_error(exc) from None
     metrics.inc("memstore_server_streams_total")
 
-    async def events() -> AsyncIterator[str]:
+    async def body() -> AsyncIterator[str]:
         complete = False
+        sent = 0
         try:
             if first is not None:
-                yield f"data: {first.model_dump_json()}\n\n"
+                yield _sse(first, events)
+                sent += 1
                 while True:
                     # shielded: a client hanging up must not cancel the stream's own bookkeeping half-way
                     # (its end-of-stream recording runs inside __anext__); it is noticed at the checkpoint
@@ -257,12 +338,14 @@ async def _stream_response(stream: Any) -> Response:
                     await anyio.lowlevel.checkpoint()  # where a pending cancellation (client gone) lands
                     if chunk is None:
                         break
-                    yield f"data: {chunk.model_dump_json()}\n\n"
+                    yield _sse(chunk, events)
+                    sent += 1
             complete = True
-            yield "data: [DONE]\n\n"
+            if not events:
+                yield "data: [DONE]\n\n"
         except Exception as exc:  # the upstream broke mid-stream: tell the client the OpenAI way
             metrics.inc("memstore_server_upstream_errors_total")
-            yield f"data: {_json(upstream_error(exc).body())}\n\n"
+            yield _sse_error(upstream_error(exc), events, sent)
         finally:
             if not complete:
                 metrics.inc("memstore_server_streams_cut_total")
@@ -270,7 +353,31 @@ async def _stream_response(stream: Any) -> Response:
                 await stream.aclose()
 
     headers = {**_info_headers(info), "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return _ClosingStreamingResponse(events(), media_type="text/event-stream", headers=headers)
+    return _ClosingStreamingResponse(body(), media_type="text/event-stream", headers=headers)
+
+
+# ---- everything else under /v1 ----------------------------------------------------------------------
+
+_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+async def other_endpoints(request: Request, path: str) -> Response:
+    """Every /v1 path the routes above do not serve: a method one of them does not take is a 405; a path
+    passed through (``ServerSettings.passthrough``) goes to the OpenAI-compatible upstream with the server's
+    key; anything else is a 404 that lists what this server serves."""
+    from starlette.routing import Match
+
+    for route in request.app.router.routes:
+        if getattr(route, "endpoint", None) is other_endpoints:
+            continue
+        match, _child = route.matches(request.scope)
+        if match == Match.PARTIAL:
+            raise ApiError(405, "Method Not Allowed", code="method_not_allowed")
+    st = state_of(request)
+    await authorize(request)
+    if st.settings.upstream_base_url and passthrough.passes(path, st.settings.passthrough):
+        return await passthrough.forward(request, st, path)
+    raise passthrough.not_found(st, request.method, request.url.path)
 
 
 class _ClosingStreamingResponse(StreamingResponse):

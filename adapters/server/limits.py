@@ -46,9 +46,9 @@ class ApiError(Exception):
 
 # ---- request bodies ---------------------------------------------------------------------------------
 
-async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
-    """The request body as a JSON object. 413 past ``max_bytes`` (checked on Content-Length first, then
-    while reading, so a chunked upload cannot exceed it either); 400 for anything but a JSON object."""
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The raw request body; 413 past ``max_bytes`` (checked on Content-Length first, then while reading, so a
+    chunked upload cannot exceed it either)."""
     too_big = ApiError(413, f"Request body is larger than the server's limit of {max_bytes} bytes.",
                        code="request_too_large")
     length = request.headers.get("content-length")
@@ -65,7 +65,13 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
         if size > max_bytes:
             raise too_big
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
+    """The request body as a JSON object. 413 past ``max_bytes`` (``read_body``); 400 for anything but a JSON
+    object."""
+    raw = await read_body(request, max_bytes)
     if not raw.strip():
         raise ApiError(400, "The request body is empty; send a JSON object.", code="invalid_json")
     check_depth(raw)
@@ -98,7 +104,8 @@ def check_depth(raw: bytes, limit: int = MAX_JSON_DEPTH) -> None:
 
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
-MEMORY_OPTIONS = {"user_id": str, "namespace": str, "enabled": bool, "extract": bool, "token_budget": int}
+MEMORY_OPTIONS = {"user_id": str, "namespace": str, "enabled": bool, "extract": bool, "token_budget": int,
+                  "episodes": bool}
 
 
 def _bad(message: str, param: str, code: str = "invalid_value") -> ApiError:
@@ -186,6 +193,67 @@ def check_chat_body(body: dict[str, Any], max_messages: int) -> None:
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         raise ApiError(400, "'user' must be a string", param="user", code="invalid_type")
+
+
+INPUT_ROLES = ("user", "assistant", "system", "developer")
+
+
+def check_responses_body(body: dict[str, Any], max_items: int) -> None:
+    """The checks OpenAI makes on a Responses request before a model sees it, plus the item-count limit:
+    a model; ``input`` a string or an array of input items (messages with a known role and string or parts
+    content, or typed items such as ``function_call_output``); ``instructions`` a string."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise ApiError(400, "you must provide a model parameter", param="model", code="missing_required_parameter")
+    items = body.get("input")
+    if items is None:
+        raise ApiError(400, "Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
+    if isinstance(items, list):
+        if len(items) > max_items:
+            raise ApiError(400, f"'input' has {len(items)} items; this server accepts at most {max_items}.",
+                           param="input", code="too_many_messages")
+        for i, item in enumerate(items):
+            check_input_item(i, item)
+    elif not isinstance(items, str):
+        raise _bad(f"Invalid type for 'input': expected a string or an array of input items, but got "
+                   f"{_type_name(items)} instead.", "input", "invalid_type")
+    for name in ("instructions", "previous_response_id", "user", "safety_identifier"):
+        value = body.get(name)
+        if value is not None and not isinstance(value, str):
+            raise _bad(f"Invalid type for '{name}': expected a string, but got {_type_name(value)} instead.", name,
+                       "invalid_type")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise ApiError(400, "'stream' must be a boolean", param="stream", code="invalid_type")
+
+
+def check_input_item(i: int, item: Any) -> None:
+    """One Responses input item: an object; a message (``role``) as a chat message is checked, with
+    ``input_text`` / ``output_text`` parts; anything else must say its ``type``."""
+    where = f"input[{i}]"
+    if not isinstance(item, dict):
+        raise _bad(f"Invalid type for '{where}': expected an object, but got {_type_name(item)} instead.", where,
+                   "invalid_type")
+    role = item.get("role")
+    if role is None:
+        if not isinstance(item.get("type"), str):
+            raise _bad(f"Missing required parameter: '{where}.type' (an input item without a 'role' must say its "
+                       "type).", f"{where}.type", "missing_required_parameter")
+        return
+    if role not in INPUT_ROLES:
+        raise _bad(f"Invalid value: {role!r}. Supported values are: {', '.join(repr(r) for r in INPUT_ROLES)}.",
+                   f"{where}.role")
+    content = item.get("content")
+    if isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise _bad(f"Invalid type for '{where}.content': expected one of a string or array of objects, but got "
+                   f"{_type_name(content)} instead.", f"{where}.content",
+                   "missing_required_parameter" if content is None else "invalid_type")
+    for j, part in enumerate(content):
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise _bad(f"Invalid type for '{where}.content[{j}]': expected an object with a 'type', but got "
+                       f"{_type_name(part)} instead.", f"{where}.content[{j}]", "invalid_type")
 
 
 # ---- rate limits ------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import anyio
 import memstore.adapters.server.keys  # noqa: F401  (registers proxy_keys on SQLModel.metadata before any engine exists)
 from memstore.adapters.server.keys import KeyStore, ProxyKey
 from memstore.adapters.server.limits import ApiError, RateLimiter
+from memstore.adapters.server.passthrough import DEFAULT_PASSTHROUGH
 from starlette.requests import Request
 
 from memstore import metrics
@@ -21,6 +22,8 @@ from memstore.errors import InvalidInputError
 from memstore.validate import check_scope
 
 if TYPE_CHECKING:
+    import httpx
+
     from memstore.storage.embed import Embedder
 
 log = logging.getLogger("memstore.server")
@@ -53,6 +56,8 @@ class ServerSettings:
     strict: bool = False
     models: list[str] = field(default_factory=list)        # if set: the only models clients may use
     allow_params: list[str] = field(default_factory=list)  # extra body params passed upstream
+    # /v1 paths (prefixes) passed through to an OpenAI-compatible upstream as they are; "*": all (passthrough.py)
+    passthrough: list[str] = field(default_factory=lambda: list(DEFAULT_PASSTHROUGH))
     embedder: Embedder | None = None      # None: the default (the bundled MiniLM); tests pass a HashEmbedder
     threads: int = 16
     warmup: bool = True
@@ -97,6 +102,7 @@ class ServerState:
             namespace=settings.namespace, strict=settings.strict, enforce_rules=settings.enforce_rules,
             start_worker=settings.worker,
         )
+        self._http: httpx.AsyncClient | None = None
         if settings.auth and self.keys.count_active() == 0:
             log.warning("memstore serve: no proxy keys exist, so every request will get 401 until one is created "
                         "with `%s` (or run with --no-auth for local development)", keys_create_hint(settings))
@@ -114,7 +120,17 @@ class ServerState:
         except Exception as exc:
             log.warning("memstore serve: warm-up failed (the first requests load what is missing): %s", exc)
 
+    def http_client(self) -> httpx.AsyncClient:
+        """The HTTP client of pass-through requests to the upstream (made on first use, in the server's loop)."""
+        if self._http is None:
+            import httpx
+
+            self._http = httpx.AsyncClient(timeout=self.settings.upstream_timeout)
+        return self._http
+
     async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
         await self.client.close()
 
 

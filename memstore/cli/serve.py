@@ -57,14 +57,20 @@ def serve(
         help="A model clients may use (repeatable); listed by /v1/models. Default: any.")] = None,
     allow_param: Annotated[list[str] | None, typer.Option(
         help="A non-OpenAI body parameter to pass upstream (repeatable), e.g. top_k.")] = None,
+    passthrough: Annotated[list[str] | None, typer.Option(
+        help="A /v1 path prefix passed through to the --upstream-base-url as it is (repeatable; replaces the "
+             "default: embeddings, moderations, completions, audio, images). 'responses' and 'conversations' "
+             "(stored objects, reachable by id from any key: one-tenant servers only), '*' for all, 'none' for "
+             "nothing.")] = None,
     threads: Annotated[int, typer.Option(help="Worker threads for storage and embedding.", min=1)] = 16,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the OpenAI-compatible proxy: any OpenAI SDK gets memory by pointing base_url here.
 
     Clients send a proxy key as their API key, the user as OpenAI's `user` field or an X-Memstore-User
-    header, and optionally X-Memstore-Namespace. Endpoints: /v1/chat/completions, /v1/models, /v1/memory/...,
-    /healthz, /metrics.
+    header, and optionally X-Memstore-Namespace. Endpoints: /v1/chat/completions, /v1/responses, /v1/models,
+    /v1/memory/..., /ui (the web inspector), /healthz, /metrics; other /v1 paths are passed through
+    (--passthrough) or answered with a 404 that lists what is served.
     """
     from memstore.cli.common import check_extractor
 
@@ -80,15 +86,35 @@ def serve(
         typer.echo(f"memstore serve needs the server extra: pip install 'memstore[server]' ({exc})", err=True)
         raise typer.Exit(1) from None
     _check_config(home, extractor)  # a bad MEMSTORE_* variable: one line now, not a traceback at startup
+    passthrough_kw = {} if passthrough is None else {"passthrough": _checked_passthrough(passthrough)}
     settings = ServerSettings(
         home=home, upstream_base_url=upstream_base_url, upstream_api_key=upstream_api_key,
         upstream_timeout=upstream_timeout, upstream_max_retries=upstream_max_retries, namespace=namespace,
         auth=auth, max_body_bytes=max_body_bytes, max_messages=max_messages, rate_limit=rate_limit,
         rate_burst=rate_burst, worker=worker, extractor=extractor, extract_model=extract_model,
         enforce_rules=enforce_rules, strict=strict, models=list(model or []), allow_params=list(allow_param or []),
-        threads=threads,
+        threads=threads, **passthrough_kw,
     )
     run_server(settings, host=host, port=port, log_level=log_level.lower())
+
+
+def _checked_passthrough(prefixes: list[str]) -> list[str]:
+    """--passthrough values as path prefixes under /v1 ("none" alone: nothing is passed through)."""
+    if [p.strip().lower() for p in prefixes] == ["none"]:
+        return []
+    out = []
+    for raw in prefixes:
+        p = raw.strip().strip("/")
+        if p.startswith("v1/"):
+            p = p[3:]
+        if not p or p.lower() == "none" or (p != "*" and not all(part and part.replace("_", "").replace("-", "")
+                                                                   .isalnum() for part in p.split("/"))):
+            fail(f"--passthrough {raw!r}: give a path prefix under /v1 such as 'embeddings' or 'audio/speech', "
+                 "'*' for every path, or 'none' alone", 2)
+        if p == "memory" or p.startswith("memory/"):
+            fail("--passthrough: /v1/memory is memstore's own API and is never passed through", 2)
+        out.append(p)
+    return out
 
 
 def _home(home: str | None) -> str | None:

@@ -15,11 +15,27 @@ talk to it. Replies are scripted::
 
 Reply selection, per chat/responses request: the next queued reply (FIFO), else ``reply_fn(request)``,
 else ``default_reply``. Every request (any path) is recorded before its reply is computed.
+
+Upstreams differ from OpenAI in what they send back; a reply can say exactly what goes on the wire:
+``ScriptedReply(body=...)`` answers a raw body, and ``ScriptedReply("hi", edit=fn)`` passes every payload
+the server builds (the completion or response, each stream chunk or event) through ``fn`` first, to drop,
+add or null fields::
+
+    def no_cache_writes(payload):
+        usage = payload.get("usage") or (payload.get("response") or {}).get("usage")
+        if usage:
+            usage["input_tokens_details"].pop("cache_write_tokens", None)
+        return payload
+
+Responses are kept (unless the request says ``"store": false``) so that ``previous_response_id`` works as
+OpenAI's does: an unknown or unstored id is a 404, a known one gives the request its earlier conversation
+(``ScriptedRequest.history``).
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import math
@@ -60,6 +76,11 @@ class ScriptedReply:
         headers: extra HTTP response headers.
         retry_after: seconds advertised on 429 replies (``retry-after-ms`` and ``Retry-After``).
         chunk_delay: seconds to sleep between streamed events.
+        body: a raw answer to a non-streaming request, sent as it is instead of the one the server would
+            build (a dict or list is sent as JSON, a str or bytes as they are, with ``status``).
+        edit: called with every JSON payload the server builds for this reply (the completion or response
+            body, each stream chunk or event) and returns the payload to send: the same dict changed, a new
+            one, a str sent as it is, or None to leave that payload (a stream event) out.
     """
 
     content: str | None = None
@@ -73,6 +94,8 @@ class ScriptedReply:
     headers: dict[str, str] = field(default_factory=dict)
     retry_after: float = 0.05
     chunk_delay: float = 0.0
+    body: Any = None
+    edit: Callable[[dict[str, Any]], Any] | None = None
 
     def normalized_tool_calls(self) -> list[dict[str, Any]]:
         """Tool calls in OpenAI's chat shape, with ids and string arguments filled in."""
@@ -94,6 +117,9 @@ class ScriptedRequest:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """Responses API: the conversation of the ``previous_response_id`` chain (its inputs and replies, as
+    messages, oldest first), as the server kept it; empty otherwise."""
 
     @property
     def model(self) -> str:
@@ -184,6 +210,7 @@ class ScriptedLLM:
         self._queue: deque[str | ScriptedReply] = deque()
         self._requests: list[ScriptedRequest] = []
         self._models: list[str] = [_DEFAULT_MODEL]
+        self._stored: dict[str, list[dict[str, Any]]] = {}  # response id -> its conversation (as messages)
         self._cond = threading.Condition()
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -253,10 +280,17 @@ class ScriptedLLM:
             return self._requests[-1] if self._requests else None
 
     def clear(self) -> None:
-        """Forget recorded requests and drop queued replies (``reply_fn``/``default_reply`` stay)."""
+        """Forget recorded requests, stored responses and queued replies (``reply_fn``/``default_reply`` stay)."""
         with self._cond:
             self._requests.clear()
             self._queue.clear()
+            self._stored.clear()
+
+    def stored_response(self, response_id: str) -> list[dict[str, Any]] | None:
+        """The conversation a stored Responses-API response ended (as messages, its reply last), or None."""
+        with self._cond:
+            found = self._stored.get(response_id)
+            return list(found) if found is not None else None
 
     def wait_for_requests(self, count: int, timeout: float = 5.0, path: str | None = None
                           ) -> list[ScriptedRequest]:
@@ -287,6 +321,17 @@ class ScriptedLLM:
     def _model_ids(self) -> list[str]:
         with self._cond:
             return list(self._models)
+
+    def _store(self, request: ScriptedRequest, response: dict[str, Any]) -> None:
+        """Keeps a finished response for ``previous_response_id`` (OpenAI stores unless ``store`` is false)."""
+        rid = response.get("id") if isinstance(response, dict) else None
+        if not isinstance(rid, str) or request.body.get("store") is False:
+            return
+        reply = "".join(c.get("text", "") for item in response.get("output") or [] if isinstance(item, dict)
+                        for c in item.get("content") or [] if isinstance(c, dict))
+        turn = [m for m in request.messages if m.get("role") not in ("system", "developer")]
+        with self._cond:
+            self._stored[rid] = [*request.history, *turn, {"role": "assistant", "content": reply}]
 
 
 # --- wire format builders ----------------------------------------------------------------------
@@ -386,6 +431,7 @@ def _response(reply: ScriptedReply, request: ScriptedRequest, output: list[dict[
         "model": request.model, "output": output,
         "parallel_tool_calls": body.get("parallel_tool_calls", True),
         "previous_response_id": body.get("previous_response_id"),
+        "conversation": _conversation(body.get("conversation")),
         "reasoning": body.get("reasoning") or {"effort": None, "summary": None},
         "service_tier": "default", "store": body.get("store", True),
         "temperature": body.get("temperature", 1.0),
@@ -399,6 +445,13 @@ def _response(reply: ScriptedReply, request: ScriptedRequest, output: list[dict[
             "input_tokens_details": {"cached_tokens": u["cached_tokens"], "cache_write_tokens": 0},
             "output_tokens_details": {"reasoning_tokens": u["reasoning_tokens"]}},
     }
+
+
+def _conversation(value: Any) -> dict[str, Any] | None:
+    """``conversation`` as a response shows it: ``{"id": ...}`` whether the request gave an id or an object."""
+    if isinstance(value, str):
+        return {"id": value}
+    return {"id": value.get("id")} if isinstance(value, dict) else None
 
 
 def _response_events(reply: ScriptedReply, request: ScriptedRequest) -> Iterator[dict[str, Any]]:
@@ -441,16 +494,32 @@ def _error_body(status: int, message: str) -> dict[str, Any]:
                       "param": None, "code": "rate_limit_exceeded" if status == 429 else None}}
 
 
+def _edited(reply: ScriptedReply, payload: dict[str, Any]) -> Any:
+    """The payload as ``reply.edit`` makes it (None: leave it out)."""
+    return payload if reply.edit is None else reply.edit(payload)
+
+
+def _wire(payload: Any) -> str:
+    return payload if isinstance(payload, str) else json.dumps(payload)
+
+
 def _chat_sse(reply: ScriptedReply, request: ScriptedRequest) -> Iterator[str]:
     for chunk in _chat_chunks(reply, request):
-        yield f"data: {json.dumps(chunk)}\n\n"
+        edited = _edited(reply, chunk)
+        if edited is not None:
+            yield f"data: {_wire(edited)}\n\n"
     yield "data: [DONE]\n\n"
 
 
-def _response_sse(reply: ScriptedReply, request: ScriptedRequest) -> Iterator[str]:
+def _response_sse(reply: ScriptedReply, request: ScriptedRequest, llm: ScriptedLLM | None = None) -> Iterator[str]:
     for seq, event in enumerate(_response_events(reply, request)):
         event["sequence_number"] = seq
-        yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
+        kind = event["type"]
+        if kind == "response.completed" and llm is not None:
+            llm._store(request, event["response"])
+        edited = _edited(reply, event)
+        if edited is not None:
+            yield f"event: {kind}\ndata: {_wire(edited)}\n\n"
 
 
 def _complete_response(reply: ScriptedReply, request: ScriptedRequest) -> dict[str, Any]:
@@ -523,7 +592,17 @@ def _make_handler(llm: ScriptedLLM) -> type[BaseHTTPRequestHandler]:
                 elif method == "POST" and path == "/v1/chat/completions":
                     self._answer(request, _chat_completion, _chat_sse)
                 elif method == "POST" and path == "/v1/responses":
-                    self._answer(request, _complete_response, _response_sse)
+                    previous = body.get("previous_response_id")
+                    if previous is not None:
+                        history = llm.stored_response(str(previous))
+                        if history is None:
+                            self._send(404, {"error": {
+                                "message": f"Previous response with id '{previous}' not found.",
+                                "type": "invalid_request_error", "param": "previous_response_id",
+                                "code": "previous_response_not_found"}})
+                            return
+                        request.history = history
+                    self._answer(request, _complete_response, functools.partial(_response_sse, llm=llm))
                 elif method == "POST" and path == "/v1/embeddings":
                     try:
                         self._send(200, _embeddings(request, llm.embedding_dim))
@@ -548,10 +627,15 @@ def _make_handler(llm: ScriptedLLM) -> type[BaseHTTPRequestHandler]:
                 return
             if reply.delay and llm._stopping.wait(reply.delay):
                 return
-            if reply.status != 200 or reply.error is not None:
+            if reply.body is not None and not request.stream:
+                self._send_raw(reply.status, reply.body, reply.headers)
+            elif reply.status != 200 or reply.error is not None:
                 self._send_error(reply)
             elif not request.stream:
-                self._send(200, complete(reply, request), reply.headers)
+                payload = _edited(reply, complete(reply, request))
+                if request.path == "/v1/responses":
+                    llm._store(request, payload)
+                self._send_raw(200, payload, reply.headers)
             else:
                 self._send(200, None, reply.headers)
                 for sent, event in enumerate(sse(reply, request)):
@@ -562,7 +646,7 @@ def _make_handler(llm: ScriptedLLM) -> type[BaseHTTPRequestHandler]:
                     self._chunk(event.encode())
                 self._chunk(b"")
 
-        def _send(self, status: int, payload: dict[str, Any] | None,
+        def _send(self, status: int, payload: dict[str, Any] | list[Any] | None,
                   headers: dict[str, str] | None = None) -> None:
             """Send headers and a JSON body, or (``payload=None``) start a chunked SSE stream."""
             data = json.dumps(payload).encode() if payload is not None else b""
@@ -581,6 +665,21 @@ def _make_handler(llm: ScriptedLLM) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             if data:
                 self.wfile.write(data)
+
+        def _send_raw(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+            """A body as it is: JSON for a dict or list, else the text or bytes given."""
+            if isinstance(payload, dict | list) or payload is None:
+                self._send(status, payload if payload is not None else {}, headers)
+                return
+            data = payload if isinstance(payload, bytes) else str(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Connection", "close")
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
 
         def _send_error(self, reply: ScriptedReply) -> None:
             status = 500 if reply.status == 200 else reply.status

@@ -189,16 +189,17 @@ def test_response_format_returns_content_as_is(llm: ScriptedLLM, client: openai.
 # --- responses API -----------------------------------------------------------------------------
 
 def test_responses_non_stream(llm: ScriptedLLM, client: openai.OpenAI) -> None:
-    llm.enqueue("Bonjour!")
+    llm.enqueue("Salut.", "Bonjour!")
+    first = client.responses.create(model="gpt-r", input="hello")
     raw = client.responses.with_raw_response.create(
-        model="gpt-r", input="say hi", instructions="Be French.", previous_response_id="resp_prev")
+        model="gpt-r", input="say hi", instructions="Be French.", previous_response_id=first.id)
     Response.model_validate(json.loads(raw.text))
     response = raw.parse()
     assert response.id.startswith("resp_") and response.status == "completed"
     assert response.output_text == "Bonjour!"
     assert response.model == "gpt-r"
     assert response.instructions == "Be French."
-    assert response.previous_response_id == "resp_prev"
+    assert response.previous_response_id == first.id
     assert response.usage is not None
     assert response.usage.total_tokens == response.usage.input_tokens + response.usage.output_tokens
     request = llm.last_request
@@ -356,3 +357,53 @@ def test_litellm_openai_compatible_provider(llm: ScriptedLLM, monkeypatch: pytes
     assert text == "streamed answer here"
     assert [r.body["model"] for r in llm.requests] == ["scripted", "scripted"]
     assert llm.requests[1].body["stream"] is True
+
+
+# --- raw bodies, edited payloads, stored responses ---------------------------------------------
+
+def test_raw_body_is_sent_as_it_is(llm: ScriptedLLM) -> None:
+    llm.enqueue(ScriptedReply(body={"id": "x", "choices": None, "surprise": 1}),
+                ScriptedReply(body="<html>bad gateway</html>", status=502))
+    first = httpx.post(f"{llm.base_url}/chat/completions", json={"model": "m", "messages": USER})
+    assert first.status_code == 200 and first.json() == {"id": "x", "choices": None, "surprise": 1}
+    second = httpx.post(f"{llm.base_url}/responses", json={"model": "m", "input": "x"})
+    assert second.status_code == 502 and second.text == "<html>bad gateway</html>"
+
+
+def test_edit_changes_every_payload_of_a_reply(llm: ScriptedLLM, client: openai.OpenAI) -> None:
+    def strip(payload: dict) -> dict | None:
+        payload.pop("system_fingerprint", None)
+        payload["vendor_extra"] = True
+        return None if payload.get("choices") == [] else payload
+
+    llm.enqueue(ScriptedReply("one two", edit=strip), ScriptedReply("one two", edit=strip))
+    completion = client.chat.completions.create(model="m", messages=USER)
+    assert completion.system_fingerprint is None and completion.model_extra == {"vendor_extra": True}
+    chunks = list(client.chat.completions.create(model="m", messages=USER, stream=True,
+                                                 stream_options={"include_usage": True}))
+    assert all(c.model_extra == {"vendor_extra": True} for c in chunks)
+    assert all(c.usage is None for c in chunks)  # the usage chunk (no choices) was left out
+
+
+def test_previous_response_id_and_store_work_as_openai_s(llm: ScriptedLLM, client: openai.OpenAI) -> None:
+    llm.enqueue("Nice to meet you, Ana.", "Your name is Ana.", "not kept")
+    first = client.responses.create(model="m", input="I am Ana", instructions="Be brief.")
+    second = client.responses.create(model="m", input="what is my name?", previous_response_id=first.id,
+                                     conversation="conv_1")
+    assert second.previous_response_id == first.id and second.conversation is not None
+    assert second.conversation.id == "conv_1"
+    request = llm.last_request
+    assert request is not None
+    assert request.history == [{"role": "user", "content": "I am Ana"},
+                               {"role": "assistant", "content": "Nice to meet you, Ana."}]
+    assert llm.stored_response(second.id) == [*request.history, {"role": "user", "content": "what is my name?"},
+                                              {"role": "assistant", "content": "Your name is Ana."}]
+    unstored = client.responses.create(model="m", input="forget this", store=False)
+    for missing in (unstored.id, "resp_never"):
+        with pytest.raises(openai.NotFoundError) as err:
+            client.responses.create(model="m", input="and?", previous_response_id=missing)
+        assert err.value.body["code"] == "previous_response_not_found"  # type: ignore[index]
+    streamed = list(client.responses.create(model="m", input="stream me", stream=True))
+    kept = streamed[-1].response.id  # type: ignore[union-attr]
+    client.responses.create(model="m", input="after a stream", previous_response_id=kept)
+    assert llm.last_request is not None and llm.last_request.history[-1]["content"] == "ok"
