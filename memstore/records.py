@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 MemoryKind = Literal["fact", "preference", "event", "instruction", "episode"]
@@ -66,6 +66,7 @@ class MemoryRecord(SQLModel, table=True):
         Index("ix_memories_scope_valid", "user_id", "namespace", "invalid_at"),
         Index("ix_memories_scope_pinned", "user_id", "namespace", "pinned", "created_at"),
         Index("ix_memories_scope_conversation", "user_id", "namespace", "conversation", "position"),
+        Index("ix_memories_scope_kind", "user_id", "namespace", "kind"),
     )
 
     pk: int | None = Field(default=None, primary_key=True)
@@ -243,6 +244,22 @@ class VectorTombstone(SQLModel, table=True):
 
     memory_id: str = Field(primary_key=True, max_length=64)
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class MemoryVector(SQLModel, table=True):
+    """Each indexed memory's embedding (float32 bytes) and the content hash of the text it embeds, written in
+    the transaction that marks the memory indexed. Searches load a scope's vectors from here (one indexed
+    query, no vector-index client to start); the vector index (chroma) stays the approximate index for scopes
+    too big to hold in memory, and the fallback for stores written before this table existed."""
+
+    __tablename__ = "memory_vectors"
+    __table_args__ = (Index("ix_memory_vectors_scope", "user_id", "namespace"),)
+
+    memory_id: str = Field(primary_key=True, max_length=64)
+    user_id: str = Field(max_length=256)
+    namespace: str = Field(max_length=256)
+    content_hash: str = Field(max_length=64)
+    vector: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
 class ScopeVersion(SQLModel, table=True):

@@ -107,7 +107,7 @@ def build_context(retriever: Retriever, profiles: ProfileStore, user_id: str, na
         chosen.append(hit)
 
     recalled: list[MemoryHit] = []
-    if query and episodes > 0:
+    if query and episodes > 0 and retriever.store.has_episodes(user_id, namespace):
         settings = retriever.settings.with_(include_pinned=False)
         found = retriever.search(query[:4000], user_id, namespace, limit=episodes * 2, settings=settings,
                                  pool="episodes")

@@ -201,6 +201,15 @@ def _m006_provenance(engine: Engine) -> None:
                          {"c": conv, "p": pos, "s": speaker, "pk": pk})
 
 
+def _m007_memory_vectors(engine: Engine) -> None:
+    """A copy of each memory's vector in SQL, so that a search loads its scope without the vector index
+    (filled as memories are indexed; older memories are copied from the index the first time their scope is
+    searched), and an index on each scope's kinds."""
+    records.MemoryVector.__table__.create(engine, checkfirst=True)  # type: ignore[attr-defined]
+    with engine.begin() as conn:  # whether a scope holds episodes is asked on every request
+        conn.execute(text("CREATE INDEX IF NOT EXISTS ix_memories_scope_kind ON memories (user_id, namespace, kind)"))
+
+
 def provenance_from_meta(meta: dict) -> tuple[str | None, int | None, str | None]:
     """(conversation, position, speaker) named in a memory's metadata, each None when absent or unusable."""
     conv = meta.get("conversation", meta.get("session"))
@@ -218,6 +227,7 @@ MIGRATIONS: list[tuple[str, Callable[[Engine], None]]] = [
     ("004_scope_versions", _m004_scope_versions),
     ("005_pinned_index", _m005_pinned_index),
     ("006_provenance", _m006_provenance),
+    ("007_memory_vectors", _m007_memory_vectors),
 ]
 
 

@@ -29,11 +29,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import Engine, delete, update
+from sqlalchemy import Engine, delete, insert, update
 from sqlmodel import Session, col, select
 
 from memstore import metrics
-from memstore.records import EPISODE, MemoryRecord, ScopeVersion
+from memstore.records import EPISODE, MemoryRecord, MemoryVector, ScopeVersion
 
 log = logging.getLogger("memstore")
 
@@ -42,6 +42,7 @@ ScopeKey = tuple[str, str]
 ROW_OVERHEAD_BYTES = 200  # per cached vector besides the vector: its id, hash, row entry, conversation links
 SYNC_LOAD_LIMIT = 2000   # scopes up to this many vectors load inline (cheaper than one filtered chroma query)
 FETCH_PAGE = 1000        # ids per chroma get
+SQL_PAGE = 900           # ids per SQL IN (...) list
 REVALIDATE_S = 60.0      # an entry is diffed against SQL at least this often, token or not (a writer that
                          # bumps no token, e.g. an older memstore sharing the store, is caught up with)
 
@@ -73,6 +74,42 @@ def forget_scopes(session: Session, user_id: str, namespace: str | None = None) 
     if namespace is not None:
         q = q.where(col(ScopeVersion.namespace) == namespace)
     session.exec(q)  # type: ignore[call-overload]
+
+
+def write_vectors(session: Session, recs: Iterable[MemoryRecord], vecs: np.ndarray) -> None:
+    """Stores each memory's vector with the hash of the text it embeds (``memory_vectors``), replacing any
+    older one, inside the caller's transaction (the one that marks the memories indexed)."""
+    recs = list(recs)
+    if not recs:
+        return
+    ids = [r.id for r in recs]
+    session.exec(delete(MemoryVector).where(col(MemoryVector.memory_id).in_(ids)))  # type: ignore[call-overload]
+    arr = np.asarray(vecs, dtype=np.float32)
+    session.exec(insert(MemoryVector).values([  # type: ignore[call-overload]
+        {"memory_id": r.id, "user_id": r.user_id, "namespace": r.namespace, "content_hash": r.content_hash,
+         "vector": arr[n].tobytes()} for n, r in enumerate(recs)]))
+
+
+def delete_vectors(session: Session, ids: Iterable[str]) -> None:
+    """Drops the stored vectors of ``ids`` inside the caller's transaction."""
+    ids = list(ids)
+    for i in range(0, len(ids), SQL_PAGE):
+        session.exec(delete(MemoryVector).where(  # type: ignore[call-overload]
+            col(MemoryVector.memory_id).in_(ids[i:i + SQL_PAGE])))
+
+
+def read_vectors(engine: Engine, want: dict[str, str]) -> dict[str, np.ndarray]:
+    """The stored vectors of ``want``'s ids whose text hash still matches (id -> float32 vector)."""
+    out: dict[str, np.ndarray] = {}
+    ids = list(want)
+    with Session(engine) as s:
+        for i in range(0, len(ids), SQL_PAGE):
+            for mid, h, blob in s.exec(select(MemoryVector.memory_id, MemoryVector.content_hash,
+                                              MemoryVector.vector).where(
+                    col(MemoryVector.memory_id).in_(ids[i:i + SQL_PAGE]))).all():
+                if want.get(mid) == h and blob:
+                    out[mid] = np.frombuffer(blob, dtype=np.float32)
+    return out
 
 
 def scope_version(engine: Engine, user_id: str, namespace: str) -> str | None:
@@ -242,7 +279,7 @@ class ScopeVectorCache:
     def _build(self, scope: ScopeKey, token: str | None, want: dict[str, str], provenance: dict[str, Provenance],
                keep: dict[str, str], old: _Entry | None, episodes: frozenset[str] = frozenset()) -> _Entry | None:
         missing = [i for i in want if i not in keep]
-        fetched = self._fetch(missing) if missing else {}
+        fetched = self._fetch({i: want[i] for i in missing}) if missing else {}
         if fetched is None:
             return None
         ids: list[str] = []
@@ -275,17 +312,31 @@ class ScopeVectorCache:
             self._too_big[scope] = token
             self._drop(scope)
 
-    def _fetch(self, ids: list[str]) -> dict[str, np.ndarray] | None:
+    def _fetch(self, want: dict[str, str]) -> dict[str, np.ndarray] | None:
+        """The vectors of ``want`` (id -> content hash): from SQL (``memory_vectors``), and those SQL lacks
+        (memories indexed before it kept them) from the index, copied into SQL in the background so that
+        the next process finds them there. None when some are in neither place and the index cannot say."""
+        try:
+            out = read_vectors(self.engine, want)
+        except Exception as exc:  # e.g. a store opened by an older memstore without the table
+            log.debug("vector cache read from SQL failed: %s", exc)
+            out = {}
+        rest = [i for i in want if i not in out]
+        if not rest:
+            return out
         getter = getattr(self.index, "vectors", None)
         if getter is None:
-            return None
-        out: dict[str, np.ndarray] = {}
+            return out if out else None
+        found: dict[str, np.ndarray] = {}
         try:
-            for i in range(0, len(ids), FETCH_PAGE):
-                out.update(getter(ids[i:i + FETCH_PAGE]))
+            for i in range(0, len(rest), FETCH_PAGE):
+                found.update(getter(rest[i:i + FETCH_PAGE]))
         except Exception as exc:  # the index is down: the caller's index query reports it
             log.debug("vector cache fetch failed: %s", exc)
             return None
+        if found:
+            _copy_later(self.engine, {i: (want[i], v) for i, v in found.items()})
+        out.update(found)
         return out
 
     def _put(self, scope: ScopeKey, entry: _Entry) -> None:
@@ -323,6 +374,30 @@ class ScopeVectorCache:
         finally:
             with self._lock:
                 self._loading.discard(scope)
+
+
+def _copy_later(engine: Engine, vectors: dict[str, tuple[str, np.ndarray]]) -> None:
+    """Copies vectors read from the index into ``memory_vectors`` off the caller's thread (best effort: a
+    failure only means the index is asked again next time). A memory whose text changed meanwhile is
+    skipped, and the index's own write replaces the copy."""
+    def run() -> None:
+        ids = list(vectors)
+        try:
+            for i in range(0, len(ids), SQL_PAGE):
+                page = ids[i:i + SQL_PAGE]
+                with Session(engine) as s:
+                    rows = s.exec(select(MemoryRecord).where(col(MemoryRecord.id).in_(page))).all()
+                    recs = [r for r in rows if r.content_hash == vectors[r.id][0]]
+                    have = set(s.exec(select(MemoryVector.memory_id).where(
+                        col(MemoryVector.memory_id).in_([r.id for r in recs]))).all())
+                    recs = [r for r in recs if r.id not in have]
+                    if recs:
+                        write_vectors(s, recs, np.stack([vectors[r.id][1] for r in recs]))
+                        s.commit()
+        except Exception as exc:
+            log.debug("copying vectors into SQL failed: %s", exc)
+
+    threading.Thread(target=run, name="memstore-vector-copy", daemon=True).start()
 
 
 def _estimate(n: int, dim: int) -> int:

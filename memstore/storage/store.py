@@ -27,13 +27,20 @@ from memstore.records import (
     MemoryEvent,
     MemoryOp,
     MemoryRecord,
+    MemoryVector,
     VectorTombstone,
     content_hash,
     utcnow,
 )
 from memstore.storage.db import provenance_from_meta, session_scope
 from memstore.storage.embed import Embedder
-from memstore.storage.scope_cache import ScopeVectorCache, bump_scopes, forget_scopes
+from memstore.storage.scope_cache import (
+    ScopeVectorCache,
+    bump_scopes,
+    delete_vectors,
+    forget_scopes,
+    write_vectors,
+)
 from memstore.storage.vectors import VectorIndex
 from memstore.validate import check_text
 
@@ -286,6 +293,7 @@ class MemoryStore:
             s.add(MemoryEvent(memory_id=rec.id, user_id=rec.user_id, namespace=rec.namespace, event="DELETE",
                               old_text=rec.text, actor=actor, reason=reason))
             s.merge(VectorTombstone(memory_id=rec.id))
+            delete_vectors(s, [rec.id])
             s.delete(rec)
             bump_scopes(s, [(rec.user_id, rec.namespace)])
         self._drop_vectors([rec.id])
@@ -307,6 +315,10 @@ class MemoryStore:
                 de = de.where(col(MemoryEvent.namespace) == namespace)
             s.exec(dm)  # type: ignore[call-overload]
             s.exec(de)  # type: ignore[call-overload]
+            dv = delete(MemoryVector).where(col(MemoryVector.user_id) == user_id)
+            if namespace is not None:
+                dv = dv.where(col(MemoryVector.namespace) == namespace)
+            s.exec(dv)  # type: ignore[call-overload]
             forget_scopes(s, user_id, namespace)
         try:
             ids = sorted(set(ids) | self.index.ids(user_id, namespace))
@@ -335,6 +347,7 @@ class MemoryStore:
         with session_scope(self.engine) as s:
             s.exec(update(MemoryRecord).where(col(MemoryRecord.id).in_([r.id for r in recs]))  # type: ignore[call-overload]
                    .values(indexed=True))
+            write_vectors(s, recs, vecs)
             bump_scopes(s, [(r.user_id, r.namespace) for r in recs])
         for r in recs:
             r.indexed = True
@@ -390,6 +403,7 @@ class MemoryStore:
         with Session(self.engine) as s:
             total = s.exec(select(func.count()).select_from(MemoryRecord)).one()
             s.exec(delete(VectorTombstone))  # type: ignore[call-overload]
+            s.exec(delete(MemoryVector))  # type: ignore[call-overload]  # the model may be another one now
             s.commit()
         done, last_pk = 0, 0
         while True:
@@ -404,6 +418,7 @@ class MemoryStore:
             with session_scope(self.engine) as s:
                 s.exec(update(MemoryRecord).where(col(MemoryRecord.id).in_([r.id for r in rows]))  # type: ignore[call-overload]
                        .values(indexed=True))
+                write_vectors(s, rows, vecs)
                 bump_scopes(s, [(r.user_id, r.namespace) for r in rows])
             done += len(rows)
             if progress:
@@ -430,6 +445,14 @@ class MemoryStore:
         found = self.index.query(vec, user_id, namespace, limit * 4 + 20)
         kinds = self.kinds([i for i, _s in found])
         return [(i, sim) for i, sim in found if (kinds.get(i) == EPISODE) == (pool == "episodes")][:limit]
+
+    def has_episodes(self, user_id: str, namespace: str) -> bool:
+        """Whether the scope holds any episode (one indexed look-up): a request of a user without any skips
+        the episode search."""
+        with Session(self.engine) as s:
+            return s.exec(select(MemoryRecord.id).where(
+                MemoryRecord.user_id == user_id, MemoryRecord.namespace == namespace,
+                MemoryRecord.kind == EPISODE).limit(1)).first() is not None
 
     def kinds(self, ids: Sequence[str]) -> dict[str, str]:
         """id -> kind of the given memories (ids that no longer exist are left out)."""
