@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from sqlmodel import Session, select
 
-from memstore.records import MemoryEvent, MemoryRecord, Turn
+from memstore.records import EPISODE, MemoryEvent, MemoryRecord, Turn
 from memstore.testing import ScriptedLLM
 
 N_TURNS = 1000
@@ -154,20 +154,24 @@ def test_four_worker_processes_extract_each_turn_exactly_once(make_memory, backe
     assert {t.status for t in turns.values()} == {"done"}
     assert {t.attempts for t in turns.values()} == {1}
     assert all(t.error is None for t in turns.values())
-    # one memory per turn, no duplicates, each traced to its own turn, each indexed
-    assert len(memories) == N_TURNS and len(adds) == N_TURNS
-    assert len({m.content_hash for m in memories}) == N_TURNS
-    by_turn = {m.source_turn_ids[0]: m for m in memories if len(m.source_turn_ids) == 1}
+    # one fact and one episode per turn, no duplicates, each traced to its own turn, each indexed
+    facts = [m for m in memories if m.kind != EPISODE]
+    episodes = [m for m in memories if m.kind == EPISODE]
+    assert len(facts) == N_TURNS and len(episodes) == N_TURNS and len(adds) == 2 * N_TURNS
+    assert len({m.content_hash for m in facts}) == N_TURNS
+    assert {m.source_turn_ids[0] for m in episodes if len(m.source_turn_ids) == 1} == set(turn_of.values())
+    by_turn = {m.source_turn_ids[0]: m for m in facts if len(m.source_turn_ids) == 1}
     assert set(by_turn) == set(turn_of.values())
     for i, tid in turn_of.items():
         assert by_turn[tid].text == f"Collects stamps from town T{i:04d}"
         assert by_turn[tid].user_id == turns[tid].user_id
     assert all(m.indexed for m in memories)
     assert mem.store.index.ids() == {m.id for m in memories}
-    # and every vector is findable by dense search in its user's scope (none lost between processes)
+    # and every vector is findable by dense search in its user's scope, as searches run it (the scope's
+    # vectors, written by the four processes, loaded from SQL): none lost between processes
     vectors = RandomEmbedder().embed([m.text for m in memories])
     missed = [m.id for m, v in zip(memories, vectors, strict=True)
-              if [i for i, _ in mem.store.index.query(v, m.user_id, m.namespace, 1)] != [m.id]]
+              if [i for i, _ in mem.store.dense_query(v, m.user_id, m.namespace, 1, pool=None)] != [m.id]]
     assert not missed, f"{len(missed)} memories not found by dense search"
 
 

@@ -186,19 +186,41 @@ class _DownIndex:
         return fail
 
 
-def test_fail_open_when_the_index_is_broken(config, llm: ScriptedLLM, caplog) -> None:
-    from memstore import metrics
-
-    # alice's memory is in the index; then the index goes down (an empty scope needs no index to search)
+def test_requests_keep_their_memory_when_the_index_is_down(config, llm: ScriptedLLM, caplog) -> None:
+    """alice's memory is indexed; then the vector index goes down. Her vectors are also in SQL
+    (memory_vectors), so a fresh process still searches them densely: the request gets its memory."""
     Memory(config=config).add("I live in Lisbon", user_id="alice", infer=False)
     broken = Memory(config=config, index=_DownIndex())
+    broken._repaired = True
+    with MemoryClient(memory=broken, base_url=llm.base_url, api_key="k") as c:
+        resp = c.chat.completions.create(model="scripted", user="alice",
+                                         messages=[{"role": "user", "content": "where do I live?"}])
+        assert resp.choices[0].message.content == "ok"
+        assert resp.memstore.failed_open is None and len(resp.memstore.memory_ids) == 1
+        sent = json.dumps(llm.requests[-1].body["messages"])
+        assert "I live in Lisbon" in sent
+
+
+class _BrokenEmbedder:
+    dim = 384
+    name = "broken"
+
+    def embed(self, texts: list[str]) -> None:
+        raise RuntimeError("the embedder is down")
+
+
+def test_fail_open_when_the_memory_layer_is_broken(config, llm: ScriptedLLM, caplog) -> None:
+    from memstore import metrics
+
+    Memory(config=config).add("I live in Lisbon", user_id="alice", infer=False)
+    broken = Memory(config=config, embedder=_BrokenEmbedder())
     broken._repaired = True
     before = metrics.snapshot().get("memstore_fail_open_total", 0)
     with MemoryClient(memory=broken, base_url=llm.base_url, api_key="k") as c:
         resp = c.chat.completions.create(model="scripted", user="alice",
                                          messages=[{"role": "user", "content": "hello"}])
         assert resp.choices[0].message.content == "ok"
-        assert resp.memstore.failed_open and "index is down" in resp.memstore.failed_open
+        assert resp.memstore.failed_open and "the embedder is down" in resp.memstore.failed_open
         assert llm.requests[-1].body["messages"] == [{"role": "user", "content": "hello"}]
     assert metrics.snapshot()["memstore_fail_open_total"] == before + 1
     assert "request continues without memory" in caplog.text
