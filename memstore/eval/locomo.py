@@ -13,7 +13,7 @@ averaged over questions, overall and per category. Modes:
   turn's caption is appended as "[shares a photo of ...]" in both.
 * ``extract``: every turn goes through the outbox and the configured extractor (``MemoryConfig.extractor``)
   as a chat message of its speaker, dated with the session time, into the conversation's scope (as in raw
-  mode). The worker keeps each turn as an episode ("Caroline: ...") beside the facts it extracts; the search
+  mode). The worker keeps each turn as an episode ("Speaker: ...") beside the facts it extracts; the search
   runs over both pools (``Memory.search`` and ``Memory.search(kind="episode")``), merged by score. Memories
   map back to the turns they came from through ``source_turn_ids``.
 
