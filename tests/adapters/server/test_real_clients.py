@@ -34,7 +34,7 @@ from memstore.adapters.server.keys import open_keys
 from memstore.testing import ScriptedLLM, ScriptedReply, ScriptedRequest
 from memstore.testing.server_process import ServerProcess
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.usefixtures("fresh_upstream")]
 
 MODEL = "scripted-model"
 FACT = "I love hiking in the Alps."   # what every test says about itself: the heuristic extractor keeps it
@@ -42,17 +42,6 @@ EXTRACTED = "hiking in the alps"      # ... as "Loves hiking in the Alps"
 
 
 # ---- the server -------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[ScriptedLLM]:
-    with ScriptedLLM() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("clients-home")
-
 
 @pytest.fixture(scope="module")
 def key(home: Path) -> str:
@@ -70,14 +59,6 @@ def server(home: Path, key: str, upstream: ScriptedLLM) -> Iterator[ServerProces
                                    "--upstream-max-retries", "0", "--extractor", "heuristic", "--rate-limit", "0"])
     with srv:
         yield srv
-
-
-@pytest.fixture(autouse=True)
-def _fresh_upstream(upstream: ScriptedLLM) -> Iterator[None]:
-    upstream.clear()
-    upstream.reply_fn = None
-    upstream.default_reply = "ok"
-    yield
 
 
 def api(server: ServerProcess, key: str, method: str, path: str, **kwargs: Any) -> httpx.Response:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +17,7 @@ from memstore.adapters.server.keys import open_keys
 from memstore.testing import ScriptedLLM, ScriptedReply
 from memstore.testing.server_process import ServerProcess
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[ScriptedLLM]:
-    with ScriptedLLM() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("server-home")
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.usefixtures("fresh_upstream")]
 
 
 @pytest.fixture(scope="module")
@@ -40,22 +28,6 @@ def keys(home: Path) -> dict[str, str]:
     for name, ns in (("app", None), ("team-a", "team-a"), ("team-b", "team-b"), ("doomed", None)):
         _row, out[name] = store.create(name, ns)
     return out
-
-
-@pytest.fixture(scope="module")
-def server(home: Path, keys: dict[str, str], upstream: ScriptedLLM) -> Iterator[ServerProcess]:
-    srv = ServerProcess(home, ["--upstream-base-url", upstream.base_url, "--upstream-api-key", "upstream-secret",
-                               "--upstream-max-retries", "0", "--extractor", "heuristic", "--rate-limit", "0"])
-    with srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def _fresh_upstream(upstream: ScriptedLLM) -> Iterator[None]:
-    upstream.clear()
-    upstream.reply_fn = None
-    upstream.default_reply = "ok"
-    yield
 
 
 def client(server: ServerProcess, key: str, **kwargs: Any) -> openai.OpenAI:

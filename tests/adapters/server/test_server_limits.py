@@ -19,17 +19,6 @@ MAX_BODY = 20_000
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[ScriptedLLM]:
-    with ScriptedLLM() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("limits-home")
-
-
-@pytest.fixture(scope="module")
 def keys(home: Path) -> dict[str, str]:
     store = open_keys(home=str(home))
     return {name: store.create(name)[1] for name in ("body", "count", "burst", "other", "retrying", "models")}

@@ -9,7 +9,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +21,7 @@ from openai.types.responses import Response, ResponseCompletedEvent, ResponseCre
 from memstore.testing import ScriptedLLM, ScriptedReply
 from memstore.testing.server_process import ServerProcess
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[ScriptedLLM]:
-    with ScriptedLLM() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("responses-home")
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.usefixtures("fresh_upstream")]
 
 
 @pytest.fixture(scope="module")
@@ -43,22 +31,6 @@ def keys(home: Path) -> dict[str, str]:
     for name, ns in (("app", None), ("team-a", "team-a")):
         _row, out[name] = store.create(name, ns)
     return out
-
-
-@pytest.fixture(scope="module")
-def server(home: Path, keys: dict[str, str], upstream: ScriptedLLM) -> Iterator[ServerProcess]:
-    srv = ServerProcess(home, ["--upstream-base-url", upstream.base_url, "--upstream-api-key", "upstream-secret",
-                               "--upstream-max-retries", "0", "--extractor", "heuristic", "--rate-limit", "0"])
-    with srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def _fresh_upstream(upstream: ScriptedLLM) -> Iterator[None]:
-    upstream.clear()
-    upstream.reply_fn = None
-    upstream.default_reply = "ok"
-    yield
 
 
 def client(server: ServerProcess, key: str, **kwargs: Any) -> openai.OpenAI:
