@@ -58,7 +58,8 @@ def serve(
     allow_param: Annotated[list[str] | None, typer.Option(
         help="A non-OpenAI body parameter to pass upstream (repeatable), e.g. top_k.")] = None,
     passthrough: Annotated[list[str] | None, typer.Option(
-        metavar="PREFIX", help="A /v1 path prefix passed through to the --upstream-base-url as it is (repeatable; replaces the "
+        metavar="PREFIX",
+        help="A /v1 path prefix passed through to the --upstream-base-url as it is (repeatable; replaces the "
              "default: embeddings, moderations, completions, audio, images). 'responses' and 'conversations' "
              "(stored objects, reachable by id from any key: one-tenant servers only), '*' for all, 'none' for "
              "nothing.")] = None,

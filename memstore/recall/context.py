@@ -92,9 +92,12 @@ def build_context(retriever: Retriever, profiles: ProfileStore, user_id: str, na
     pinned = retriever.store.list(user_id, namespace, pinned=True, limit=50, pool="facts")
     candidates.extend(MemoryHit(memory=p, score=1.0, sources=["pinned"]) for p in
                       sorted(pinned, key=lambda m: (-m.importance, m.created_at, m.id)))
-    if query:
-        settings = retriever.settings.with_(include_pinned=False)
-        candidates.extend(retriever.search(query[:4000], user_id, namespace, limit=limit, settings=settings))
+    found: dict[str | None, list[MemoryHit]] = {"facts": [], "episodes": []}
+    if query:  # facts and episodes from one candidate phase
+        limits: dict[str | None, int] = {"facts": limit, **({"episodes": episodes * 2} if episodes > 0 else {})}
+        found.update(retriever.search_pools(query[:4000], user_id, namespace, limits,
+                                            settings=retriever.settings.with_(include_pinned=False)))
+        candidates.extend(found["facts"])
     for hit in candidates:
         if hit.memory.id in seen:
             continue
@@ -107,12 +110,9 @@ def build_context(retriever: Retriever, profiles: ProfileStore, user_id: str, na
         chosen.append(hit)
 
     recalled: list[MemoryHit] = []
-    if query and episodes > 0 and retriever.store.has_episodes(user_id, namespace):
-        settings = retriever.settings.with_(include_pinned=False)
-        found = retriever.search(query[:4000], user_id, namespace, limit=episodes * 2, settings=settings,
-                                 pool="episodes")
-        used += _section_tokens() if found else 0
-        for hit in found:
+    if found["episodes"]:
+        used += _section_tokens()
+        for hit in found["episodes"]:
             if len(recalled) >= episodes:
                 break
             fitted = _fit_episode(hit, budget - used)

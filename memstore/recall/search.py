@@ -35,7 +35,7 @@ from memstore import metrics
 from memstore.errors import StorageError
 from memstore.recall.query import date_match, entity_names, named_people, names_in, query_dates, said_by, strip_names
 from memstore.records import EPISODE, MemoryHit, MemoryRecord, utcnow
-from memstore.storage.lexical import lexical_search
+from memstore.storage.lexical import lexical_search, lexical_search_pools
 from memstore.storage.store import MemoryStore
 
 log = logging.getLogger("memstore")
@@ -133,18 +133,46 @@ def hybrid_search(
     """The ``limit`` best memories of one pool ("facts": every kind but episodes; "episodes"; None: both)."""
     if pool not in POOLS:
         raise ValueError(f"pool must be one of {POOLS}, not {pool!r}")
+    return search_pools(store, query, user_id, namespace, {pool: limit}, filters, include_invalid, settings,
+                        timings)[pool]
+
+
+def search_pools(
+    store: MemoryStore,
+    query: str,
+    user_id: str,
+    namespace: str,
+    limits: dict[str | None, int],
+    filters: dict[str, Any] | None = None,
+    include_invalid: bool = False,
+    settings: SearchSettings | None = None,
+    timings: dict[str, float] | None = None,
+) -> dict[str | None, list[MemoryHit]]:
+    """The best memories of each pool in ``limits`` (pool -> how many), from one candidate phase: one query
+    embedding, one pass over the scope's vectors, one lexical query, one neighbour look-up and one read of
+    the candidates' rows, however many pools are asked. Each pool is ranked on its own (its scores scaled by
+    its own best), so ``{"facts": 10, "episodes": 6}`` gives what two searches would, at the cost of one.
+    ``None`` (both pools ranked together) cannot be combined with another pool."""
+    pools = list(limits)
+    if not pools or any(p not in POOLS for p in pools) or (None in pools and len(pools) > 1):
+        raise ValueError(f"pools must be one of {POOLS} (None alone), not {pools!r}")
     st = settings or SearchSettings()
-    n = max(st.candidates, limit * 4)
+    n = max(st.candidates, max(limits.values()) * 4)
+    both = len(pools) > 1
     t0 = time.perf_counter()
     named: list[str] = []
     if st.name_boost > 0 or st.strip_names:
         named = named_people(query, store.speakers(user_id, namespace))
-    dense: list[tuple[str, float]] = []
+    dense: dict[str | None, list[tuple[str, float]]] = {p: [] for p in pools}
     if st.dense_weight > 0:
         vec = store.embed_query(strip_names(query, named) if st.strip_names and named else query)
         t1 = time.perf_counter()
         try:
-            dense = store.dense_query(vec, user_id, namespace, n, context=st.context_weight, pool=pool)
+            if both:
+                dense.update(store.dense_query_pools(vec, user_id, namespace, n, context=st.context_weight))
+            else:
+                dense[pools[0]] = store.dense_query(vec, user_id, namespace, n, context=st.context_weight,
+                                                    pool=pools[0])
         except StorageError as exc:  # SQL is the truth: an index that cannot answer leaves lexical search
             first = not metrics.snapshot().get("memstore_dense_fallback_total")
             log.log(logging.WARNING if first else logging.DEBUG, "vector search failed, searching lexically "
@@ -155,20 +183,32 @@ def hybrid_search(
             timings["embed"] = t1 - t0
             timings["dense"] = t2 - t1
     t2 = time.perf_counter()
-    lexical = lexical_search(store.engine, user_id, namespace, query, n, include_invalid, pool) \
-        if st.lexical_weight > 0 else []
+    lexical: dict[str | None, list[tuple[str, float]]] = {p: [] for p in pools}
+    if st.lexical_weight > 0:
+        if both:
+            lexical.update(lexical_search_pools(store.engine, user_id, namespace, query, n, include_invalid))
+        else:
+            lexical[pools[0]] = lexical_search(store.engine, user_id, namespace, query, n, include_invalid,
+                                               pools[0])
     if timings is not None:
         timings["lexical"] = time.perf_counter() - t2
 
-    dense = [(mid, sim) for mid, sim in dense if sim >= st.min_dense_similarity]
-    scores, sources = _fuse(dense, lexical, st)
-    if st.neighbour_weight > 0 and scores:
-        spread = dict(scores)
-        for mid, near in store.neighbours(user_id, namespace, list(scores)).items():
-            for nb in near:
-                spread[nb] = spread.get(nb, 0.0) + st.neighbour_weight * scores[mid]
-                _add(sources, nb, "neighbour")
-        scores = spread
+    scores: dict[str | None, dict[str, float]] = {}
+    sources: dict[str, list[str]] = {}
+    for p in pools:
+        scores[p], found = _fuse([(m, sim) for m, sim in dense[p] if sim >= st.min_dense_similarity],
+                                 lexical[p], st)
+        sources.update(found)
+    if st.neighbour_weight > 0 and any(scores.values()):
+        near_of = store.neighbours(user_id, namespace, [m for p in pools for m in scores[p]])
+        for p in pools:  # a memory's neighbours are in its own pool
+            spread = dict(scores[p])
+            for mid, near in near_of.items():
+                if mid in scores[p]:
+                    for nb in near:
+                        spread[nb] = spread.get(nb, 0.0) + st.neighbour_weight * scores[p][mid]
+                        _add(sources, nb, "neighbour")
+            scores[p] = spread
 
     dates = query_dates(query) if st.date_boost > 0 else []
     # a query naming one person who speaks in the user's conversations is about what they said; other names
@@ -180,23 +220,26 @@ def hybrid_search(
     # fused score. Filters need every record; a short page (invalidated or filtered hits) loads the rest.
     headroom = (st.name_boost if person is not None or others else 0.0) + (st.date_boost if dates else 0.0) + \
         st.recency_weight + st.pinned_boost
-    order = sorted(scores, key=scores.__getitem__, reverse=True)
-    first = order
-    if not filters and len(order) > limit:
-        floor = scores[order[limit - 1]] - headroom
-        first = [mid for mid in order if scores[mid] >= floor]
-    records = store.get_many(first, user_id, namespace)
+    order: dict[str | None, list[str]] = {}
+    first: dict[str | None, list[str]] = {}
+    for p in pools:
+        order[p] = sorted(scores[p], key=scores[p].__getitem__, reverse=True)
+        first[p] = order[p]
+        if not filters and len(order[p]) > limits[p]:
+            floor = scores[p][order[p][limits[p] - 1]] - headroom
+            first[p] = [mid for mid in order[p] if scores[p][mid] >= floor]
+    records = store.get_many([m for p in pools for m in first[p]], user_id, namespace)
     if st.include_pinned:
         pinned_q = select(MemoryRecord).where(
             MemoryRecord.user_id == user_id, MemoryRecord.namespace == namespace,
             col(MemoryRecord.pinned).is_(True), col(MemoryRecord.invalid_at).is_(None))
-        if pool is not None:
-            pinned_q = pinned_q.where((MemoryRecord.kind == EPISODE) == (pool == "episodes"))
+        if not both and pools[0] is not None:
+            pinned_q = pinned_q.where((MemoryRecord.kind == EPISODE) == (pools[0] == "episodes"))
         with Session(store.engine, expire_on_commit=False) as s:
             for rec in s.exec(pinned_q.limit(50)).all():
                 records.setdefault(rec.id, rec)
                 _add(sources, rec.id, "pinned")
-                scores.setdefault(rec.id, 0.0)
+                scores[_pool_of(rec, pools)].setdefault(rec.id, 0.0)
 
     now = utcnow()
 
@@ -216,23 +259,33 @@ def hybrid_search(
             score += st.pinned_boost
         return score
 
-    def keep(rec: MemoryRecord | None) -> bool:
+    def keep(rec: MemoryRecord | None, p: str | None) -> bool:
         # a vector whose row is gone (repaired on the next open), another scope, invalid, or filtered out
         return rec is not None and rec.user_id == user_id and rec.namespace == namespace and \
-            (include_invalid or rec.invalid_at is None) and _matches(rec, filters) and \
-            (pool is None or (rec.kind == EPISODE) == (pool == "episodes"))
+            (include_invalid or rec.invalid_at is None) and _matches(rec, filters) and _pool_of(rec, pools) == p
 
-    hits = [MemoryHit(memory=rec, score=round(min(1.0, score_of(rec, scores[mid]) / st.ceiling), 6),
-                      sources=sources.get(mid, [])) for mid, rec in records.items() if keep(rec)]
-    if len(hits) < limit and len(first) < len(order):  # the loaded page ran short: score the rest too
-        rest = store.get_many(order[len(first):], user_id, namespace)
-        hits += [MemoryHit(memory=rec, score=round(min(1.0, score_of(rec, scores[mid]) / st.ceiling), 6),
-                           sources=sources.get(mid, [])) for mid, rec in rest.items()
-                 if mid not in records and keep(rec)]
-    hits.sort(key=lambda h: h.score, reverse=True)
+    out: dict[str | None, list[MemoryHit]] = {}
+    for p in pools:
+        sc = scores[p]
+        hits = [MemoryHit(memory=rec, score=round(min(1.0, score_of(rec, sc[mid]) / st.ceiling), 6),
+                          sources=sources.get(mid, [])) for mid, rec in records.items() if mid in sc and keep(rec, p)]
+        if len(hits) < limits[p] and len(first[p]) < len(order[p]):  # the loaded page ran short: score the rest
+            rest = store.get_many(order[p][len(first[p]):], user_id, namespace)
+            hits += [MemoryHit(memory=rec, score=round(min(1.0, score_of(rec, sc[mid]) / st.ceiling), 6),
+                               sources=sources.get(mid, [])) for mid, rec in rest.items()
+                     if mid not in records and keep(rec, p)]
+        hits.sort(key=lambda h: h.score, reverse=True)
+        out[p] = hits[:limits[p]]
     if timings is not None:
         timings["total"] = time.perf_counter() - t0
-    return hits[:limit]
+    return out
+
+
+def _pool_of(rec: MemoryRecord, pools: list[str | None]) -> str | None:
+    """The asked pool a memory belongs to (None when both are ranked together)."""
+    if pools == [None]:
+        return None
+    return "episodes" if rec.kind == EPISODE else "facts"
 
 
 def _fuse(dense: list[tuple[str, float]], lexical: list[tuple[str, float]], st: SearchSettings,
@@ -284,3 +337,12 @@ class Retriever:
         self.store.ensure_repaired()
         return hybrid_search(self.store, query, user_id, namespace, limit, filters, include_invalid,
                              settings or self.settings, timings, pool)
+
+    def search_pools(self, query: str, user_id: str, namespace: str, limits: dict[str | None, int],
+                     settings: SearchSettings | None = None,
+                     timings: dict[str, float] | None = None) -> dict[str | None, list[MemoryHit]]:
+        """The best memories of several pools from one candidate phase (``{"facts": 10, "episodes": 6}``):
+        what one search per pool would find, at the cost of one."""
+        self.store.ensure_repaired()
+        return search_pools(self.store, query, user_id, namespace, limits, settings=settings or self.settings,
+                            timings=timings)

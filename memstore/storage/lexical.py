@@ -7,6 +7,7 @@ Results are always joined back to ``memories`` and filtered by scope in SQL.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from sqlalchemy import Engine, text
 
@@ -56,40 +57,64 @@ def lexical_search(
 ) -> list[tuple[str, float]]:
     """(memory id, score) pairs, best first; score is positive, higher is better. ``pool``: "facts" (every
     kind but episodes), "episodes" (past-conversation excerpts) or None (both)."""
+    return _search(engine, user_id, namespace, query, limit, include_invalid, pool)
+
+
+def lexical_search_pools(
+    engine: Engine, user_id: str, namespace: str, query: str, limit: int, include_invalid: bool = False,
+) -> dict[str, list[tuple[str, float]]]:
+    """:func:`lexical_search` for both pools at once, in one query: ``{"facts": [...], "episodes": [...]}``,
+    each the same list its own ``pool=`` search returns (up to ``limit`` each)."""
+    if engine.dialect.name not in ("sqlite", "postgresql"):
+        return {p: _search(engine, user_id, namespace, query, limit, include_invalid, p)
+                for p in ("facts", "episodes")}
+    out: dict[str, list[tuple[str, float]]] = {"facts": [], "episodes": []}
+    for mid, score, kind in _search(engine, user_id, namespace, query, limit, include_invalid, None, split=True):
+        lst = out["episodes" if kind == "episode" else "facts"]
+        if len(lst) < limit:
+            lst.append((mid, score))
+    return out
+
+
+def _search(engine: Engine, user_id: str, namespace: str, query: str, limit: int, include_invalid: bool,
+            pool: str | None, split: bool = False) -> list[Any]:
+    """``split``: both pools, up to ``limit`` of each, as (id, score, kind), best first; the SQLite inner
+    ranking is the one a single pool's search uses, so each pool's list is the same as its own search's."""
     terms = query_terms(query)
     if not terms:
         return []
     valid = ("" if include_invalid else " AND m.invalid_at IS NULL") + pool_clause(pool)
+    kind = ", m.kind" if split else ""
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
             match = f'scope:"{fts_scope_key(user_id, namespace)}" AND (' + " OR ".join(
                 '"' + t.replace('"', '""') + '"' for t in terms
             ) + ")"
+            inner = (2 * limit + 20) * (1 if pool is None and not split else 3)
             # rank inside FTS5 first (its scope column already restricts the match to the scope), then join
             # the best few to their rows: ranking the joined rows instead cost 40% more at 10k memories. The
             # inner limit leaves room for invalidated memories dropped by the outer filter.
             rows = conn.execute(
                 text(
-                    "SELECT m.id, f.score FROM (SELECT rowid, -bm25(memory_fts, 0.0, 1.0) AS score "
+                    "SELECT m.id, f.score" + kind + " FROM (SELECT rowid, -bm25(memory_fts, 0.0, 1.0) AS score "
                     "FROM memory_fts WHERE memory_fts MATCH :q ORDER BY bm25(memory_fts, 0.0, 1.0) LIMIT :inner) f "
                     "JOIN memories m ON m.pk = f.rowid WHERE m.user_id = :u AND m.namespace = :ns" + valid +
                     " ORDER BY f.score DESC LIMIT :k"
                 ),
-                {"q": match, "u": user_id, "ns": namespace, "k": limit,
-                 "inner": (2 * limit + 20) * (1 if pool is None else 3)},
+                # split: every joined row of the inner ranking, which the caller cuts per pool
+                {"q": match, "u": user_id, "ns": namespace, "k": inner if split else limit, "inner": inner},
             ).all()
         elif engine.dialect.name == "postgresql":
             tsq = " | ".join(re.sub(r"[^\w]", "", t) for t in terms if re.sub(r"[^\w]", "", t))
             if not tsq:
                 return []
-            rows = conn.execute(
-                text(
-                    "SELECT m.id, ts_rank_cd(m.tsv, q) AS score FROM memories m, "
-                    "to_tsquery('english', :q) q WHERE m.tsv @@ q AND m.user_id = :u "
-                    "AND m.namespace = :ns" + valid + " ORDER BY score DESC LIMIT :k"
-                ),
-                {"q": tsq, "u": user_id, "ns": namespace, "k": limit},
-            ).all()
+            ranked = ("SELECT m.id, ts_rank_cd(m.tsv, q) AS score" + kind + " FROM memories m, "
+                      "to_tsquery('english', :q) q WHERE m.tsv @@ q AND m.user_id = :u AND m.namespace = :ns" + valid)
+            if split:  # the best ``limit`` of each pool
+                ranked = ("SELECT id, score, kind FROM (SELECT r.*, row_number() OVER (PARTITION BY "
+                          "r.kind = 'episode' ORDER BY r.score DESC) AS n FROM (" + ranked + ") r) t WHERE n <= :k")
+            rows = conn.execute(text(ranked + " ORDER BY score DESC" + ("" if split else " LIMIT :k")),
+                                {"q": tsq, "u": user_id, "ns": namespace, "k": limit}).all()
         else:  # any other database: a plain LIKE scan, correct but slow
             clauses = " OR ".join(f"lower(m.text) LIKE :t{i}" for i in range(len(terms)))
             params: dict[str, object] = {f"t{i}": f"%{t}%" for i, t in enumerate(terms)}
@@ -99,4 +124,4 @@ def lexical_search(
                      "AND m.namespace = :ns" + valid + " LIMIT :k"),
                 params,
             ).all()
-    return [(r[0], float(r[1])) for r in rows]
+    return [(r[0], float(r[1]), r[2]) if split else (r[0], float(r[1])) for r in rows]

@@ -197,6 +197,20 @@ class ScopeVectorCache:
         metrics.inc("memstore_vector_cache_hits_total")
         return _top(entry, vec, limit, context, pool)
 
+    def query_pools(self, vec: np.ndarray, user_id: str, namespace: str, limit: int,
+                    context: float = 0.0) -> dict[str, list[tuple[str, float]]] | None:
+        """:meth:`query` for both pools from one pass over the scope's vectors: ``{"facts": [...],
+        "episodes": [...]}``, up to ``limit`` each, or None when the cache cannot answer."""
+        entry = self._current(user_id, namespace)
+        if entry is None:
+            metrics.inc("memstore_vector_cache_misses_total")
+            return None
+        metrics.inc("memstore_vector_cache_hits_total")
+        sims = _similarities(entry, vec, context)
+        if sims is None:
+            return {"facts": [], "episodes": []}
+        return {p: _best(entry, sims, limit, p) for p in ("facts", "episodes")}
+
     def neighbours(self, user_id: str, namespace: str, ids: list[str]) -> dict[str, list[str]] | None:
         """The memories just before and after each given one in its conversation (as of the last query),
         or None when the scope is not held."""
@@ -413,11 +427,18 @@ def _normalise(m: np.ndarray) -> np.ndarray:
 
 def _top(entry: _Entry, vec: np.ndarray, limit: int, context: float = 0.0,
          pool: str | None = None) -> list[tuple[str, float]]:
-    if not entry.ids or limit <= 0:
-        return []
+    sims = _similarities(entry, vec, context)
+    return [] if sims is None else _best(entry, sims, limit, pool)
+
+
+def _similarities(entry: _Entry, vec: np.ndarray, context: float) -> np.ndarray | None:
+    """Each row's similarity to the query (with its context view's share), None for an empty scope or a
+    query of another dimension."""
+    if not entry.ids:
+        return None
     q = np.asarray(vec, dtype=np.float32).reshape(-1)
     if q.shape[0] != entry.matrix.shape[1]:
-        return []
+        return None
     n = float(np.linalg.norm(q))
     # einsum, not ``@``: a BLAS matrix-vector product wakes OpenBLAS's thread pool, whose spinning threads
     # then starve torch's (the next query embedding measured 10x slower on 2 cores); einsum's plain loop is
@@ -428,6 +449,12 @@ def _top(entry: _Entry, vec: np.ndarray, limit: int, context: float = 0.0,
         ctx = sims.copy()
         ctx[has] = (sims[has] + sims[entry.prev[has]]) / entry.ctx_norm[has]
         sims = (1 - context) * sims + context * ctx
+    return sims
+
+
+def _best(entry: _Entry, sims: np.ndarray, limit: int, pool: str | None) -> list[tuple[str, float]]:
+    if limit <= 0:
+        return []
     if pool is not None:  # the other pool's rows can never be chosen
         keep = entry.episode if pool == "episodes" else ~entry.episode
         if not keep.any():

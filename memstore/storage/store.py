@@ -87,14 +87,11 @@ class MemoryStore:
         if not ids:
             return {}
         with Session(self.engine, expire_on_commit=False) as s:
-            # coalesce() keeps the scope test out of the planner's index choice: without statistics SQLite
-            # would walk the whole scope through ix_memories_scope_valid (1.5 ms at 10k memories) instead
-            # of looking the ids up in the unique id index (0.05 ms)
-            rows = s.exec(select(MemoryRecord).where(
-                col(MemoryRecord.id).in_(list(ids)), func.coalesce(MemoryRecord.user_id, "") == user_id,
-                func.coalesce(MemoryRecord.namespace, "") == namespace,
-            )).all()
-        return {r.id: r for r in rows}
+            # looked up by id alone and the scope checked here: a scope test in SQL let the planner walk the
+            # whole scope through ix_memories_scope_valid (1.5 ms at 10k memories) instead of the unique id
+            # index, and even kept out of its choice by coalesce() it doubled the query's cost
+            rows = s.exec(select(MemoryRecord).where(col(MemoryRecord.id).in_(list(ids)))).all()
+        return {r.id: r for r in rows if r.user_id == user_id and r.namespace == namespace}
 
     def list(self, user_id: str, namespace: str | None = "default", include_invalid: bool = False,
              kind: str | None = None, pinned: bool | None = None, limit: int | None = None,
@@ -446,13 +443,27 @@ class MemoryStore:
         kinds = self.kinds([i for i, _s in found])
         return [(i, sim) for i, sim in found if (kinds.get(i) == EPISODE) == (pool == "episodes")][:limit]
 
-    def has_episodes(self, user_id: str, namespace: str) -> bool:
-        """Whether the scope holds any episode (one indexed look-up): a request of a user without any skips
-        the episode search."""
-        with Session(self.engine) as s:
-            return s.exec(select(MemoryRecord.id).where(
-                MemoryRecord.user_id == user_id, MemoryRecord.namespace == namespace,
-                MemoryRecord.kind == EPISODE).limit(1)).first() is not None
+    def dense_query_pools(self, vec: np.ndarray, user_id: str, namespace: str, limit: int,
+                          context: float = 0.0) -> dict[str, list[tuple[str, float]]]:
+        """:meth:`dense_query` for both pools at once (one pass over the scope's vectors, or one index
+        query): ``{"facts": [...], "episodes": [...]}``, up to ``limit`` each."""
+        if self.vector_cache is not None:
+            try:
+                held = self.vector_cache.query_pools(vec, user_id, namespace, limit, context)
+            except Exception as exc:  # the cache is an optimisation: never a reason to fail a search
+                log.debug("vector cache failed, asking the index: %s", exc)
+                held = None
+            if held is not None:
+                return held
+        found = self.index.query(vec, user_id, namespace, limit * 4 + 20)
+        kinds = self.kinds([i for i, _s in found])
+        out: dict[str, list[tuple[str, float]]] = {"facts": [], "episodes": []}
+        for i, sim in found:
+            if i in kinds:
+                lst = out["episodes" if kinds[i] == EPISODE else "facts"]
+                if len(lst) < limit:
+                    lst.append((i, sim))
+        return out
 
     def kinds(self, ids: Sequence[str]) -> dict[str, str]:
         """id -> kind of the given memories (ids that no longer exist are left out)."""
