@@ -7,6 +7,7 @@ Deletions leave a tombstone in the same transaction, so an orphan vector is remo
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
@@ -14,10 +15,10 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
-from sqlalchemy import Engine, delete, func, update
+from sqlalchemy import Engine, bindparam, delete, func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -45,6 +46,33 @@ from memstore.storage.vectors import VectorIndex
 from memstore.validate import check_text
 
 log = logging.getLogger("memstore")
+
+
+class RankingRow(NamedTuple):
+    """The columns of a memory that ranking reads (MemoryStore.ranking_rows)."""
+
+    id: str
+    kind: str
+    speaker: str | None
+    when: datetime      # valid_from, else created_at
+    pinned: bool
+    invalid: bool
+    text: str = ""
+
+
+@functools.cache
+def _ranking_statements(with_text: bool) -> tuple[Any, dict[str | None, Any]]:
+    """MemoryStore.ranking_rows's statements, built once: (by id, pinned of each pool). Building a statement
+    cost more than running it."""
+    cols = [MemoryRecord.id, MemoryRecord.user_id, MemoryRecord.namespace, MemoryRecord.kind,
+            MemoryRecord.speaker, MemoryRecord.valid_from, MemoryRecord.created_at, MemoryRecord.pinned,
+            MemoryRecord.invalid_at, *([MemoryRecord.text] if with_text else [])]
+    by_id = select(*cols).where(col(MemoryRecord.id).in_(bindparam("ids", expanding=True)))
+    pinned = select(*cols).where(MemoryRecord.user_id == bindparam("u"), MemoryRecord.namespace == bindparam("ns"),
+                                 col(MemoryRecord.pinned).is_(True), col(MemoryRecord.invalid_at).is_(None))
+    return by_id, {None: pinned.limit(50),
+                   "facts": pinned.where(MemoryRecord.kind != EPISODE).limit(50),
+                   "episodes": pinned.where(MemoryRecord.kind == EPISODE).limit(50)}
 
 
 class MemoryStore:
@@ -92,6 +120,30 @@ class MemoryStore:
             # index, and even kept out of its choice by coalesce() it doubled the query's cost
             rows = s.exec(select(MemoryRecord).where(col(MemoryRecord.id).in_(list(ids)))).all()
         return {r.id: r for r in rows if r.user_id == user_id and r.namespace == namespace}
+
+    def ranking_rows(self, ids: Sequence[str], user_id: str, namespace: str, with_text: bool = False,
+                     pinned: bool = False, pool: str | None = None) -> tuple[dict[str, RankingRow], list[str]]:
+        """What ranking needs of each given memory of the scope (kind, speaker, time, pinned, invalid, and the
+        text only when asked), read as plain rows: several times cheaper than loading the records, so a search
+        ranks all its candidates and loads only the few it returns. ``pinned``: also the scope's valid pinned
+        memories (of ``pool``, None for both; at most 50), whose ids come second. One connection, no ORM."""
+        by_id, pinned_of = _ranking_statements(with_text)
+        out: dict[str, RankingRow] = {}
+        pins: list[str] = []
+
+        def keep(r: Any) -> RankingRow:
+            return RankingRow(r[0], r[3], r[4], r[5] or r[6], bool(r[7]), r[8] is not None, r[9] if with_text else "")
+
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 900):  # by id alone, scope checked here (see get_many)
+                for r in conn.execute(by_id, {"ids": list(ids[start:start + 900])}):
+                    if r[1] == user_id and r[2] == namespace:
+                        out[r[0]] = keep(r)
+            if pinned:
+                for r in conn.execute(pinned_of[pool], {"u": user_id, "ns": namespace}):
+                    out.setdefault(r[0], keep(r))
+                    pins.append(r[0])
+        return out, pins
 
     def list(self, user_id: str, namespace: str | None = "default", include_invalid: bool = False,
              kind: str | None = None, pinned: bool | None = None, limit: int | None = None,
