@@ -80,6 +80,8 @@ def build_context(retriever: Retriever, profiles: ProfileStore, user_id: str, na
     budget = token_budget
     msgs = normalize_messages(messages)
     query = conversation_query([content_text(m.get("content")) for m in msgs if m.get("role") == "user"])
+    if query:  # the query embedding computes while the profile and the pinned memories are read
+        retriever.prefetch(query[:4000], user_id, namespace)
     profile = profiles.get(user_id, namespace)
 
     rules, dropped = _fit_rules(profile.rules, budget)

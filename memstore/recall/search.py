@@ -162,13 +162,22 @@ def search_pools(
     n = max(st.candidates, max(limits.values()) * 4)
     both = len(pools) > 1
     t0 = time.perf_counter()
-    named: list[str] = []
-    if st.name_boost > 0 or st.strip_names:
-        named = named_people(query, store.speakers(user_id, namespace))
+    named, dense_text = _dense_query(store, query, user_id, namespace, st)
+    # the query embedding runs on the embedder's thread while the lexical query runs here
+    vec_soon = store.embed_query_soon(dense_text) if st.dense_weight > 0 else None
+    t1 = time.perf_counter()
+    lexical: dict[str | None, list[tuple[str, float]]] = {p: [] for p in pools}
+    if st.lexical_weight > 0:
+        if both:
+            lexical.update(lexical_search_pools(store.engine, user_id, namespace, query, n, include_invalid))
+        else:
+            lexical[pools[0]] = lexical_search(store.engine, user_id, namespace, query, n, include_invalid,
+                                               pools[0])
+    t2 = time.perf_counter()
     dense: dict[str | None, list[tuple[str, float]]] = {p: [] for p in pools}
-    if st.dense_weight > 0:
-        vec = store.embed_query(strip_names(query, named) if st.strip_names and named else query)
-        t1 = time.perf_counter()
+    if vec_soon is not None:
+        vec = vec_soon.result()
+        t3 = time.perf_counter()
         try:
             if both:
                 dense.update(store.dense_query_pools(vec, user_id, namespace, n, context=st.context_weight))
@@ -180,20 +189,11 @@ def search_pools(
             log.log(logging.WARNING if first else logging.DEBUG, "vector search failed, searching lexically "
                     "only (counted in memstore_dense_fallback_total): %s", exc)
             metrics.inc("memstore_dense_fallback_total")
-        t2 = time.perf_counter()
-        if timings is not None:
-            timings["embed"] = t1 - t0
-            timings["dense"] = t2 - t1
-    t2 = time.perf_counter()
-    lexical: dict[str | None, list[tuple[str, float]]] = {p: [] for p in pools}
-    if st.lexical_weight > 0:
-        if both:
-            lexical.update(lexical_search_pools(store.engine, user_id, namespace, query, n, include_invalid))
-        else:
-            lexical[pools[0]] = lexical_search(store.engine, user_id, namespace, query, n, include_invalid,
-                                               pools[0])
+        if timings is not None:  # "embed": what was left to wait for once the lexical query was done
+            timings["embed"] = (t1 - t0) + (t3 - t2)
+            timings["dense"] = time.perf_counter() - t3
     if timings is not None:
-        timings["lexical"] = time.perf_counter() - t2
+        timings["lexical"] = t2 - t1
 
     scores: dict[str | None, dict[str, float]] = {}
     sources: dict[str, list[str]] = {}
@@ -299,6 +299,16 @@ def search_pools(
     return out
 
 
+def _dense_query(store: MemoryStore, query: str, user_id: str, namespace: str,
+                 st: SearchSettings) -> tuple[list[str], str]:
+    """(the people of the scope's conversations the query names, the text the dense signal embeds: the query
+    without those names when ``strip_names``, so that it matches on content)."""
+    named: list[str] = []
+    if st.name_boost > 0 or st.strip_names:
+        named = named_people(query, store.speakers(user_id, namespace))
+    return named, strip_names(query, named) if st.strip_names and named else query
+
+
 def _row(rec: MemoryRecord) -> RankingRow:
     return RankingRow(rec.id, rec.kind, rec.speaker, rec.valid_from or rec.created_at, rec.pinned,
                       rec.invalid_at is not None, rec.text)
@@ -360,6 +370,16 @@ class Retriever:
         self.store.ensure_repaired()
         return hybrid_search(self.store, query, user_id, namespace, limit, filters, include_invalid,
                              settings or self.settings, timings, pool)
+
+    def prefetch(self, query: str, user_id: str, namespace: str, settings: SearchSettings | None = None) -> None:
+        """Starts embedding what a search for ``query`` will embed, so that work done before the search
+        (reading the profile, say) overlaps it. Errors surface in the search."""
+        st = settings or self.settings
+        if st.dense_weight > 0:
+            try:
+                self.store.embed_query_soon(_dense_query(self.store, query, user_id, namespace, st)[1])
+            except Exception as exc:  # the search will meet it again and report it
+                log.debug("query prefetch failed: %s", exc)
 
     def search_pools(self, query: str, user_id: str, namespace: str, limits: dict[str | None, int],
                      settings: SearchSettings | None = None,

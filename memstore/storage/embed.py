@@ -84,6 +84,7 @@ class SentenceTransformerEmbedder:
             self._onnx_root = onnx_embed.cache_root()
         self._key = (chosen, model or "<bundled>", str(self._onnx_root or ""))
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._pending: dict[str, Future[np.ndarray]] = {}  # embed_soon's texts not embedded yet
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
@@ -154,11 +155,48 @@ class SentenceTransformerEmbedder:
                     return hit[None, :]
         vecs = forward_passes().encode("|".join(self._key), self._load, texts)
         if len(texts) == 1:
-            with self._lock:
-                self._cache[texts[0]] = vecs[0]
-                if len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
+            self._remember(texts[0], vecs[0])
         return vecs
+
+    def embed_soon(self, text: str) -> Future[np.ndarray]:
+        """One text's vector, computed on the forward-pass thread while the caller goes on (a search runs its
+        lexical query meanwhile); cached like :meth:`embed`'s single texts."""
+        with self._lock:
+            hit = self._cache.get(text)
+            if hit is not None:
+                self._cache.move_to_end(text)
+            pending = self._pending.get(text)
+            if hit is None and pending is not None:  # asked again before it is done: the same computation
+                return pending
+        if hit is not None:
+            done: Future[np.ndarray] = Future()
+            done.set_result(hit)
+            return done
+        out: Future[np.ndarray] = Future()
+        with self._lock:
+            self._pending[text] = out
+        batch = forward_passes().encode_soon("|".join(self._key), self._load, [text])
+
+        def settle(f: Future[Any]) -> None:
+            exc = f.exception()
+            if exc is None:
+                vec = f.result()[0]
+                self._remember(text, vec)
+            with self._lock:
+                self._pending.pop(text, None)
+            if exc is not None:
+                out.set_exception(exc)
+            else:
+                out.set_result(vec)
+
+        batch.add_done_callback(settle)
+        return out
+
+    def _remember(self, text: str, vec: np.ndarray) -> None:
+        with self._lock:
+            self._cache[text] = vec
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
 
 
 def _quiet() -> None:
@@ -242,6 +280,16 @@ class ForwardPasses:
         """Embeddings of ``texts`` by the model ``load()`` returns; ``key`` names the model (jobs with the same
         key may share a forward pass)."""
         return self._submit(_Job(key, load, list(texts), Future()))
+
+    def encode_soon(self, key: str, load: Callable[[], Any], texts: list[str]) -> Future[np.ndarray]:
+        """:meth:`encode` without waiting: the future holds the embeddings or the error."""
+        job = _Job(key, load, list(texts), Future())
+        if threading.current_thread() is self._thread:
+            _settle([job], lambda: [_run_one(job)])
+            return job.done
+        self._ensure_thread()
+        self._queue.put(job)
+        return job.done
 
     def call(self, fn: Callable[[], Any]) -> Any:
         """Runs ``fn()`` on the forward-pass thread (anything else that touches torch: loading, inspecting)."""

@@ -573,6 +573,19 @@ class MemoryStore:
     def embed_query(self, text: str) -> np.ndarray:
         return self.embedder.embed([text])[0]
 
+    def embed_query_soon(self, text: str) -> Future[np.ndarray]:
+        """The query's vector, computed alongside what the caller does next when the embedder can
+        (``embed_soon``); otherwise computed now. Errors are raised by ``.result()``."""
+        soon = getattr(self.embedder, "embed_soon", None)
+        if soon is not None:
+            return soon(text)
+        done: Future[np.ndarray] = Future()
+        try:
+            done.set_result(self.embed_query(text))
+        except Exception as exc:
+            done.set_exception(exc)
+        return done
+
     # ---- helpers ----------------------------------------------------------------------------------
     def _locked(self, s: Session, memory_id: str, user_id: str | None) -> MemoryRecord:
         if not isinstance(memory_id, str) or not memory_id:
