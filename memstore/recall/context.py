@@ -114,9 +114,13 @@ def build_context(retriever: Retriever, profiles: ProfileStore, user_id: str, na
     recalled: list[MemoryHit] = []
     if found["episodes"]:
         used += _section_tokens()
+        # an exchange whose every turn already gave the block a fact would repeat it: the next one says more
+        told = {t for h in chosen for t in h.memory.source_turn_ids or []}
         for hit in found["episodes"]:
             if len(recalled) >= episodes:
                 break
+            if told and set(hit.memory.source_turn_ids or []) <= told and hit.memory.source_turn_ids:
+                continue
             fitted = _fit_episode(hit, budget - used)
             if fitted is None:
                 dropped += 1

@@ -157,11 +157,16 @@ def test_memory_client_injects_episodes_unless_the_request_turns_them_off(config
     cfg = config.model_copy(update={"extractor": "heuristic"})
     with MemoryClient(memory=cfg, base_url=llm.base_url, api_key="test-key") as client:
         client.chat.completions.create(model="scripted", user="gu", messages=[{"role": "user", "content": DINNER}])
+        asked = "Is Casa Lucio in Madrid open on Sunday evenings?"  # a question: no fact, only its exchange
+        client.chat.completions.create(model="scripted", user="gu", messages=[{"role": "user", "content": asked}])
         assert client.flush(timeout=30)
         ask = [{"role": "user", "content": "Which restaurant in Madrid did we talk about?"}]
-        client.chat.completions.create(model="scripted", user="gu", messages=ask)
-        assert "<past_conversations>" in json.dumps(llm.requests[-1].body) and "Casa Lucio" in json.dumps(
-            llm.requests[-1].body)
+        resp = client.chat.completions.create(model="scripted", user="gu", messages=ask)
+        sent = json.dumps(llm.requests[-1].body)
+        assert "<past_conversations>" in sent and "open on Sunday evenings" in sent and "Casa Lucio" in sent
+        # the dinner's exchange gave the block its fact: its excerpt would repeat it, so the question's is shown
+        assert [h.text.split("\n")[0] for h in resp.memstore.context.episodes] == [f"User: {asked}"]
+        assert any("Casa Lucio" in h.text for h in resp.memstore.context.memories)
         resp = client.chat.completions.create(model="scripted", user="gu", messages=ask,
                                               extra_body={"memory": {"episodes": False}})
         assert "<past_conversations>" not in json.dumps(llm.requests[-1].body)
