@@ -106,3 +106,41 @@ def test_the_bundled_model_embeds_from_any_thread_alike() -> None:
     t.join()
     assert here.shape == (2, emb.dim) and np.allclose(here, there[0], atol=1e-6)
     assert np.allclose(np.linalg.norm(here, axis=1), 1.0, atol=1e-5)
+
+
+class FakeModelEmbedder(SentenceTransformerEmbedder):
+    """The embedder's caching and threading around a FakeModel instead of a real one."""
+
+    def __init__(self, model: FakeModel) -> None:
+        super().__init__(backend="torch")
+        self._key = ("fake", str(id(model)), "")
+        self.fake = model
+
+    def _load(self) -> FakeModel:
+        return self.fake
+
+
+def test_embed_soon_runs_alongside_the_caller_shares_work_in_flight_and_caches() -> None:
+    model = FakeModel(delay=0.2)
+    emb = FakeModelEmbedder(model)
+    t0 = time.perf_counter()
+    first = emb.embed_soon("what did I say about tomatoes?")
+    again = emb.embed_soon("what did I say about tomatoes?")  # asked again before it is done
+    assert time.perf_counter() - t0 < 0.15 and not first.done()  # the caller went on meanwhile
+    assert again is first
+    assert first.result(timeout=5).tolist() == [30.0, 1.0]
+    assert len(model.calls) == 1
+    cached = emb.embed_soon("what did I say about tomatoes?")
+    assert cached.done() and cached.result().tolist() == [30.0, 1.0]
+    assert emb.embed(["what did I say about tomatoes?"]).tolist() == [[30.0, 1.0]] and len(model.calls) == 1
+    assert model.calls[0][0] != threading.get_ident()
+
+
+def test_embed_soon_hands_the_error_to_the_caller_and_caches_nothing() -> None:
+    model = FakeModel(fail_on="boom")
+    emb = FakeModelEmbedder(model)
+    with pytest.raises(RuntimeError, match="blew up"):
+        emb.embed_soon("boom").result(timeout=5)
+    with pytest.raises(RuntimeError, match="blew up"):  # tried again, not served a cached failure
+        emb.embed_soon("boom").result(timeout=5)
+    assert len(model.calls) == 2
