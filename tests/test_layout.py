@@ -1,5 +1,5 @@
-"""The architecture as a contract: the layering (import-linter), no import cycles, and a wheel whose only
-top-level package is memstore (the repo's adapters/ ships inside it as memstore.adapters)."""
+"""The architecture as a contract: the layering (import-linter), no import cycles, ruff-clean code, and a wheel
+whose only top-level package is memstore (the repo's adapters/ ships inside it as memstore.adapters)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,13 @@ def test_layering_contracts_hold() -> None:
                          timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "0 broken" in out.stdout
+
+
+def test_the_code_is_ruff_clean() -> None:
+    """The style rules of pyproject's [tool.ruff] hold everywhere (a long help string once slipped through)."""
+    out = subprocess.run([str(BIN / "ruff"), "check", "--no-cache", "."], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def _imports(path: Path) -> set[str]:
