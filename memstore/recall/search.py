@@ -10,6 +10,9 @@ with the signals that measured best on long conversations (docs/benchmarks.md):
 * **names**: when a query names one of the people in the scope's conversations, the name leaves the dense
   query (which then matches on content) and memories they said or that name them gain ``name_boost``;
 * **dates**: memories dated in a month or year the query names gain ``date_boost``;
+* **conversations**: a memory gains ``conversation_weight`` x the score of the best other memory of its
+  conversation among the candidates: what a conversation that matches elsewhere too said is more likely
+  the answer than a lone look-alike;
 * recency and pinned memories, as before.
 
 Facts and episodes (excerpts of past conversations, ``kind="episode"``) are separate candidate pools: a
@@ -50,11 +53,14 @@ class SearchSettings:
     dense_weight: float = 1.0
     lexical_weight: float = 0.5
     rrf_k: int = 60
-    # per signal, at least; grows with the limit. 100, not 40: a memory just outside one signal's top 40 still
-    # adds that signal's score (LoCoMo recall@10 73.6 -> 76.5 at the same limit, for ~0.5 ms at 1k memories)
-    candidates: int = 100
+    # candidates per signal, at least (each grows with the limit): the dense list is cheap to lengthen (a
+    # partial sort of the scope's similarities) and a memory just outside a short one still adds its score;
+    # chosen on LoCoMo conversations 0-2 (docs/benchmarks.md)
+    candidates: int = 40          # lexical
+    dense_candidates: int = 240
     context_weight: float = 0.5   # share of the dense score from the context view (this memory + the previous)
     neighbour_weight: float = 0.1
+    conversation_weight: float = 0.2  # x the best score of another memory of the same conversation
     name_boost: float = 0.2
     strip_names: bool = True
     date_boost: float = 0.1
@@ -70,12 +76,12 @@ class SearchSettings:
     @property
     def ceiling(self) -> float:
         """The highest score these settings can give (fused 1.0 plus every boost), for scaling to [0, 1]."""
-        return 1.0 + self.neighbour_weight + self.name_boost + self.date_boost + self.recency_weight + \
-            self.pinned_boost
+        return 1.0 + self.neighbour_weight + self.conversation_weight + self.name_boost + self.date_boost + \
+            self.recency_weight + self.pinned_boost
 
 
 _RRF = SearchSettings(fusion="rrf", lexical_weight=1.0, context_weight=0.0, neighbour_weight=0.0, name_boost=0.0,
-                      strip_names=False, date_boost=0.0)
+                      strip_names=False, date_boost=0.0, conversation_weight=0.0)
 #: Named settings. ``hybrid`` is the default; the others are the ablation ladder of docs/benchmarks.md
 #: (``memstore eval locomo -r NAME``), each adding one signal to the one before, and single-signal views.
 PRESETS: dict[str, SearchSettings] = {
@@ -87,6 +93,7 @@ PRESETS: dict[str, SearchSettings] = {
     "names": _RRF.with_(fusion="score", lexical_weight=0.5, context_weight=0.5, neighbour_weight=0.1,
                         name_boost=0.2, strip_names=True),
     "no_recency": SearchSettings(recency_weight=0.0),
+    "no_conversation": SearchSettings(conversation_weight=0.0),
     "dense": SearchSettings(lexical_weight=0.0),
     "lexical": SearchSettings(dense_weight=0.0, context_weight=0.0),
 }
@@ -160,6 +167,7 @@ def search_pools(
         raise ValueError(f"pools must be one of {POOLS} (None alone), not {pools!r}")
     st = settings or SearchSettings()
     n = max(st.candidates, max(limits.values()) * 4)
+    n_dense = max(st.dense_candidates, max(limits.values()) * 4)
     both = len(pools) > 1
     t0 = time.perf_counter()
     named, dense_text = _dense_query(store, query, user_id, namespace, st)
@@ -180,9 +188,9 @@ def search_pools(
         t3 = time.perf_counter()
         try:
             if both:
-                dense.update(store.dense_query_pools(vec, user_id, namespace, n, context=st.context_weight))
+                dense.update(store.dense_query_pools(vec, user_id, namespace, n_dense, context=st.context_weight))
             else:
-                dense[pools[0]] = store.dense_query(vec, user_id, namespace, n, context=st.context_weight,
+                dense[pools[0]] = store.dense_query(vec, user_id, namespace, n_dense, context=st.context_weight,
                                                     pool=pools[0])
         except StorageError as exc:  # SQL is the truth: an index that cannot answer leaves lexical search
             first = not metrics.snapshot().get("memstore_dense_fallback_total")
@@ -221,7 +229,7 @@ def search_pools(
     # Only memories that can still reach the top ``limit`` are loaded: the boosts add at most ``headroom`` to a
     # fused score. Filters need every record; a short page (invalidated or filtered hits) loads the rest.
     headroom = (st.name_boost if person is not None or others else 0.0) + (st.date_boost if dates else 0.0) + \
-        st.recency_weight + st.pinned_boost
+        st.recency_weight + st.pinned_boost + st.conversation_weight
     order: dict[str | None, list[str]] = {}
     first: dict[str | None, list[str]] = {}
     for p in pools:
@@ -280,6 +288,21 @@ def search_pools(
     ranked: dict[str | None, list[tuple[float, str]]] = {}
     for p in pools:
         sc = scores[p]
+        if st.conversation_weight > 0:  # a memory of a conversation that other strong matches come from
+            top2: dict[str, list[tuple[float, str]]] = {}
+            for mid, row in rows.items():
+                if mid in sc and row.conversation is not None:
+                    best = top2.setdefault(row.conversation, [])
+                    best.append((sc[mid], mid))
+                    best.sort(reverse=True)
+                    del best[2:]
+            boosted = dict(sc)
+            for mid, row in rows.items():
+                if mid in sc and row.conversation is not None:
+                    other = next((x for x, m in top2[row.conversation] if m != mid), None)
+                    if other is not None:
+                        boosted[mid] += st.conversation_weight * other
+            sc = boosted
         # a vector whose row is gone (repaired on the next open), another scope, invalid, or filtered out
         mine = [(round(min(1.0, score_of(row, sc[mid]) / st.ceiling), 6), mid) for mid, row in rows.items()
                 if mid in sc and (include_invalid or not row.invalid) and _pool_of(row.kind, pools) == p]
@@ -311,7 +334,7 @@ def _dense_query(store: MemoryStore, query: str, user_id: str, namespace: str,
 
 def _row(rec: MemoryRecord) -> RankingRow:
     return RankingRow(rec.id, rec.kind, rec.speaker, rec.valid_from or rec.created_at, rec.pinned,
-                      rec.invalid_at is not None, rec.text)
+                      rec.invalid_at is not None, rec.text, rec.conversation)
 
 
 def _pool_of(kind: str, pools: list[str | None]) -> str | None:

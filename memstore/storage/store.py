@@ -58,6 +58,7 @@ class RankingRow(NamedTuple):
     pinned: bool
     invalid: bool
     text: str = ""
+    conversation: str | None = None
 
 
 @functools.cache
@@ -66,7 +67,7 @@ def _ranking_statements(with_text: bool) -> tuple[Any, dict[str | None, Any]]:
     cost more than running it."""
     cols = [MemoryRecord.id, MemoryRecord.user_id, MemoryRecord.namespace, MemoryRecord.kind,
             MemoryRecord.speaker, MemoryRecord.valid_from, MemoryRecord.created_at, MemoryRecord.pinned,
-            MemoryRecord.invalid_at, *([MemoryRecord.text] if with_text else [])]
+            MemoryRecord.invalid_at, MemoryRecord.conversation, *([MemoryRecord.text] if with_text else [])]
     by_id = select(*cols).where(col(MemoryRecord.id).in_(bindparam("ids", expanding=True)))
     pinned = select(*cols).where(MemoryRecord.user_id == bindparam("u"), MemoryRecord.namespace == bindparam("ns"),
                                  col(MemoryRecord.pinned).is_(True), col(MemoryRecord.invalid_at).is_(None))
@@ -132,7 +133,8 @@ class MemoryStore:
         pins: list[str] = []
 
         def keep(r: Any) -> RankingRow:
-            return RankingRow(r[0], r[3], r[4], r[5] or r[6], bool(r[7]), r[8] is not None, r[9] if with_text else "")
+            return RankingRow(r[0], r[3], r[4], r[5] or r[6], bool(r[7]), r[8] is not None, r[10] if with_text else "",
+                              r[9])
 
         with self.engine.connect() as conn:
             for start in range(0, len(ids), 900):  # by id alone, scope checked here (see get_many)
