@@ -62,6 +62,24 @@ def test_neighbours_of_a_hit_come_along(mem: Memory) -> None:
     assert all("neighbour" not in h.sources for h in off)
 
 
+def test_a_conversation_that_matches_elsewhere_too_lifts_its_other_memories(mem: Memory) -> None:
+    garden = chat(mem, "u", "garden", [("Ann", "the tomato seedlings in the greenhouse are sprouting"),
+                                       ("Ann", "lunch was pasta"), ("Ann", "the bus was late"),
+                                       ("Ann", "a new phone case"), ("Ann", "watering the greenhouse twice a day now")])
+    errands = chat(mem, "u", "errands", [("Ann", "bought a greenhouse thermometer at the shop"),
+                                         ("Ann", "the bank opens at nine"), ("Ann", "parcel arrived")])
+    query = "how are the tomato seedlings in the greenhouse"
+
+    def rank(settings: str) -> list[str]:
+        return [h.memory.id for h in mem.search(query, "u", settings=PRESETS[settings], limit=8)]
+
+    alone, together = rank("no_conversation"), rank("hybrid")
+    assert alone[0] == together[0] == garden[0]
+    # on its own the thermometer matches better; beside the seedlings the watering does
+    assert alone.index(errands[0]) < alone.index(garden[4])
+    assert together.index(garden[4]) < together.index(errands[0])
+
+
 def test_a_named_person_brings_their_memories_first(mem: Memory) -> None:
     chat(mem, "u", "s1", [("Caroline", "I researched adoption agencies"),
                           ("Melanie", "I researched pottery classes")])
