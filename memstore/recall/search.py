@@ -229,7 +229,7 @@ def search_pools(
     # Only memories that can still reach the top ``limit`` are loaded: the boosts add at most ``headroom`` to a
     # fused score. Filters need every record; a short page (invalidated or filtered hits) loads the rest.
     headroom = (st.name_boost if person is not None or others else 0.0) + (st.date_boost if dates else 0.0) + \
-        st.recency_weight + st.pinned_boost + st.conversation_weight
+        st.recency_weight + st.pinned_boost + st.conversation_weight * (1 + st.neighbour_weight)
     order: dict[str | None, list[str]] = {}
     first: dict[str | None, list[str]] = {}
     for p in pools:
