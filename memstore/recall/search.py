@@ -56,8 +56,8 @@ class SearchSettings:
     # candidates per signal, at least (each grows with the limit): the dense list is cheap to lengthen (a
     # partial sort of the scope's similarities) and a memory just outside a short one still adds its score;
     # chosen on LoCoMo conversations 0-2 (docs/benchmarks.md)
-    candidates: int = 40          # lexical
-    dense_candidates: int = 240
+    candidates: int = 40          # lexical (at least the limit)
+    dense_candidates: int = 240   # (at least 4x the limit)
     context_weight: float = 0.5   # share of the dense score from the context view (this memory + the previous)
     neighbour_weight: float = 0.1
     conversation_weight: float = 0.2  # x the best score of another memory of the same conversation
@@ -166,7 +166,9 @@ def search_pools(
     if not pools or any(p not in POOLS for p in pools) or (None in pools and len(pools) > 1):
         raise ValueError(f"pools must be one of {POOLS} (None alone), not {pools!r}")
     st = settings or SearchSettings()
-    n = max(st.candidates, max(limits.values()) * 4)
+    # a search for up to 60 results ranks the same candidates whatever its limit, so its top 10 are those a
+    # search for 10 returns (what the eval's recall@k reports is what a request of that limit gets)
+    n = max(st.candidates, max(limits.values()))
     n_dense = max(st.dense_candidates, max(limits.values()) * 4)
     both = len(pools) > 1
     t0 = time.perf_counter()

@@ -225,7 +225,7 @@ def _cold_start(mem: Any, user: str, limit: int, timeout: float = 300.0) -> dict
 
 def _chroma_only(mem: Any, user: str, limit: int, queries: int, seed: int) -> dict[str, float]:
     """What the same dense query costs in chroma (scope filter in the collection), for comparison."""
-    n = max(mem.search_settings.candidates, limit * 4)  # the candidates hybrid_search asks for
+    n = max(mem.search_settings.dense_candidates, limit * 4)  # the dense candidates hybrid_search asks for
     vecs = mem.store.embedder.embed(questions(min(queries, 100), seed=seed))
     times = []
     for v in vecs:
