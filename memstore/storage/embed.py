@@ -283,13 +283,7 @@ class ForwardPasses:
 
     def encode_soon(self, key: str, load: Callable[[], Any], texts: list[str]) -> Future[np.ndarray]:
         """:meth:`encode` without waiting: the future holds the embeddings or the error."""
-        job = _Job(key, load, list(texts), Future())
-        if threading.current_thread() is self._thread:
-            _settle([job], lambda: [_run_one(job)])
-            return job.done
-        self._ensure_thread()
-        self._queue.put(job)
-        return job.done
+        return self._queue_job(_Job(key, load, list(texts), Future()))
 
     def call(self, fn: Callable[[], Any]) -> Any:
         """Runs ``fn()`` on the forward-pass thread (anything else that touches torch: loading, inspecting)."""
@@ -297,7 +291,9 @@ class ForwardPasses:
 
     def submit(self, fn: Callable[[], Any]) -> Future[Any]:
         """Queues ``fn()`` on the forward-pass thread without waiting; the future holds its result or error."""
-        job = _Job("", fn, None, Future())
+        return self._queue_job(_Job("", fn, None, Future()))
+
+    def _queue_job(self, job: _Job) -> Future[Any]:
         if threading.current_thread() is self._thread:
             _settle([job], lambda: [_run_one(job)])
             return job.done
