@@ -119,7 +119,8 @@ def build_context(retriever: Retriever, profiles: ProfileStore, user_id: str, na
         for hit in found["episodes"]:
             if len(recalled) >= episodes:
                 break
-            if told and set(hit.memory.source_turn_ids or []) <= told and hit.memory.source_turn_ids:
+            turns = set(hit.memory.source_turn_ids or [])
+            if turns and turns <= told:
                 continue
             fitted = _fit_episode(hit, budget - used)
             if fitted is None:

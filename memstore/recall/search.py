@@ -32,8 +32,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session, col, select
-
 from memstore import metrics
 from memstore.errors import StorageError
 from memstore.recall.query import date_match, entity_names, named_people, names_in, query_dates, said_by, strip_names
@@ -189,11 +187,7 @@ def search_pools(
         vec = vec_soon.result()
         t3 = time.perf_counter()
         try:
-            if both:
-                dense.update(store.dense_query_pools(vec, user_id, namespace, n_dense, context=st.context_weight))
-            else:
-                dense[pools[0]] = store.dense_query(vec, user_id, namespace, n_dense, context=st.context_weight,
-                                                    pool=pools[0])
+            dense.update(store.dense_query_pools(vec, user_id, namespace, n_dense, st.context_weight, tuple(pools)))
         except StorageError as exc:  # SQL is the truth: an index that cannot answer leaves lexical search
             first = not metrics.snapshot().get("memstore_dense_fallback_total")
             log.log(logging.WARNING if first else logging.DEBUG, "vector search failed, searching lexically "
@@ -249,21 +243,12 @@ def search_pools(
         if not filters:
             return store.ranking_rows(ids, user_id, namespace, with_text=bool(others), pinned=pinned,
                                       pool=pinned_pool)
-        loaded = {mid: rec for mid, rec in store.get_many(ids, user_id, namespace).items() if _matches(rec, filters)}
-        pins: list[str] = []
-        if pinned:
-            q = select(MemoryRecord).where(
-                MemoryRecord.user_id == user_id, MemoryRecord.namespace == namespace,
-                col(MemoryRecord.pinned).is_(True), col(MemoryRecord.invalid_at).is_(None))
-            if pinned_pool is not None:
-                q = q.where((MemoryRecord.kind == EPISODE) == (pinned_pool == "episodes"))
-            with Session(store.engine, expire_on_commit=False) as s:
-                for rec in s.exec(q.limit(50)).all():
-                    if _matches(rec, filters):
-                        loaded.setdefault(rec.id, rec)
-                        pins.append(rec.id)
+        # filters read whole records: those of the candidates and of the pinned memories the store names
+        pins = store.ranking_rows([], user_id, namespace, pinned=True, pool=pinned_pool)[1] if pinned else []
+        loaded = {mid: rec for mid, rec in store.get_many([*ids, *pins], user_id, namespace).items()
+                  if _matches(rec, filters)}
         records.update(loaded)
-        return {mid: _row(rec) for mid, rec in loaded.items()}, pins
+        return {mid: _row(rec) for mid, rec in loaded.items()}, [mid for mid in pins if mid in loaded]
 
     rows, pins = rows_of([m for p in pools for m in first[p]], pinned=st.include_pinned)
     for mid in pins:

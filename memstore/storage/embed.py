@@ -165,15 +165,12 @@ class SentenceTransformerEmbedder:
             hit = self._cache.get(text)
             if hit is not None:
                 self._cache.move_to_end(text)
-            pending = self._pending.get(text)
-            if hit is None and pending is not None:  # asked again before it is done: the same computation
-                return pending
-        if hit is not None:
-            done: Future[np.ndarray] = Future()
-            done.set_result(hit)
-            return done
-        out: Future[np.ndarray] = Future()
-        with self._lock:
+                done: Future[np.ndarray] = Future()
+                done.set_result(hit)
+                return done
+            if text in self._pending:  # asked again before it is done: the same computation
+                return self._pending[text]
+            out: Future[np.ndarray] = Future()
             self._pending[text] = out
         batch = forward_passes().encode_soon("|".join(self._key), self._load, [text])
 

@@ -194,26 +194,21 @@ class ScopeVectorCache:
         ``context`` (0..1): that share of the similarity comes from the memory's context view (its vector plus
         the previous memory's in the same conversation), so a reply is found by the question it answers.
         ``pool``: "facts", "episodes" or None (both)."""
-        entry = self._current(user_id, namespace)
-        if entry is None:
-            metrics.inc("memstore_vector_cache_misses_total")
-            return None
-        metrics.inc("memstore_vector_cache_hits_total")
-        return _top(entry, vec, limit, context, pool)
+        found = self.query_pools(vec, user_id, namespace, limit, context, (pool,))
+        return None if found is None else found[pool]
 
-    def query_pools(self, vec: np.ndarray, user_id: str, namespace: str, limit: int,
-                    context: float = 0.0) -> dict[str, list[tuple[str, float]]] | None:
-        """:meth:`query` for both pools from one pass over the scope's vectors: ``{"facts": [...],
-        "episodes": [...]}``, up to ``limit`` each, or None when the cache cannot answer."""
+    def query_pools(self, vec: np.ndarray, user_id: str, namespace: str, limit: int, context: float = 0.0,
+                    pools: tuple[str | None, ...] = ("facts", "episodes"),
+                    ) -> dict[str | None, list[tuple[str, float]]] | None:
+        """:meth:`query` for several pools from one pass over the scope's vectors (``{"facts": [...],
+        "episodes": [...]}``, up to ``limit`` each), or None when the cache cannot answer."""
         entry = self._current(user_id, namespace)
         if entry is None:
             metrics.inc("memstore_vector_cache_misses_total")
             return None
         metrics.inc("memstore_vector_cache_hits_total")
         sims = _similarities(entry, vec, context)
-        if sims is None:
-            return {"facts": [], "episodes": []}
-        return {p: _best(entry, sims, limit, p) for p in ("facts", "episodes")}
+        return {p: [] if sims is None else _best(entry, sims, limit, p) for p in pools}
 
     def neighbours(self, user_id: str, namespace: str, ids: list[str]) -> dict[str, list[str]] | None:
         """The memories just before and after each given one in its conversation (as of the last query),
@@ -427,12 +422,6 @@ def _normalise(m: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(m, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
     return m / norms
-
-
-def _top(entry: _Entry, vec: np.ndarray, limit: int, context: float = 0.0,
-         pool: str | None = None) -> list[tuple[str, float]]:
-    sims = _similarities(entry, vec, context)
-    return [] if sims is None else _best(entry, sims, limit, pool)
 
 
 def _similarities(entry: _Entry, vec: np.ndarray, context: float) -> np.ndarray | None:

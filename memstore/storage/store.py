@@ -482,41 +482,31 @@ class MemoryStore:
         scope cache when it can answer, else the vector index's (approximate) query. ``context`` (0..1): that
         share of each memory's score comes from its context view (the scope cache only; the index answers
         with plain similarities). ``pool``: "facts" (every kind but episodes), "episodes" or None (both)."""
-        if self.vector_cache is not None:
-            try:
-                hits = self.vector_cache.query(vec, user_id, namespace, limit, context, pool)
-            except Exception as exc:  # the cache is an optimisation: never a reason to fail a search
-                log.debug("vector cache failed, asking the index: %s", exc)
-                hits = None
-            if hits is not None:
-                return hits
-        if pool is None:
-            return self.index.query(vec, user_id, namespace, limit)
-        # the index knows no kinds: ask for more and keep the pool's (SQL says which kind each one is)
-        found = self.index.query(vec, user_id, namespace, limit * 4 + 20)
-        kinds = self.kinds([i for i, _s in found])
-        return [(i, sim) for i, sim in found if (kinds.get(i) == EPISODE) == (pool == "episodes")][:limit]
+        return self.dense_query_pools(vec, user_id, namespace, limit, context, (pool,))[pool]
 
-    def dense_query_pools(self, vec: np.ndarray, user_id: str, namespace: str, limit: int,
-                          context: float = 0.0) -> dict[str, list[tuple[str, float]]]:
-        """:meth:`dense_query` for both pools at once (one pass over the scope's vectors, or one index
+    def dense_query_pools(self, vec: np.ndarray, user_id: str, namespace: str, limit: int, context: float = 0.0,
+                          pools: tuple[str | None, ...] = ("facts", "episodes"),
+                          ) -> dict[str | None, list[tuple[str, float]]]:
+        """:meth:`dense_query` for several pools at once (one pass over the scope's vectors, or one index
         query): ``{"facts": [...], "episodes": [...]}``, up to ``limit`` each."""
         if self.vector_cache is not None:
             try:
-                held = self.vector_cache.query_pools(vec, user_id, namespace, limit, context)
+                held = self.vector_cache.query_pools(vec, user_id, namespace, limit, context, pools)
             except Exception as exc:  # the cache is an optimisation: never a reason to fail a search
                 log.debug("vector cache failed, asking the index: %s", exc)
                 held = None
             if held is not None:
                 return held
+        if pools == (None,):
+            return {None: self.index.query(vec, user_id, namespace, limit)}
+        # the index knows no kinds: ask for more and sort them into pools (SQL says which kind each one is)
         found = self.index.query(vec, user_id, namespace, limit * 4 + 20)
         kinds = self.kinds([i for i, _s in found])
-        out: dict[str, list[tuple[str, float]]] = {"facts": [], "episodes": []}
+        out: dict[str | None, list[tuple[str, float]]] = {p: [] for p in pools}
         for i, sim in found:
-            if i in kinds:
-                lst = out["episodes" if kinds[i] == EPISODE else "facts"]
-                if len(lst) < limit:
-                    lst.append((i, sim))
+            mine = out.get("episodes" if kinds.get(i) == EPISODE else "facts")
+            if mine is not None and len(mine) < limit:
+                mine.append((i, sim))
         return out
 
     def kinds(self, ids: Sequence[str]) -> dict[str, str]:
