@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import functools
 import random
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Engine, Integer, func
+from sqlalchemy import Engine, Integer, bindparam, func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -115,6 +117,12 @@ def _check_instruction(value: object, name: str, limit: int) -> str:
         raise InvalidInputError(f"{name} is {len(value)} characters; the limit is {limit} "
                                 "(MemoryConfig.max_instruction_chars)")
     return value
+
+
+def _copy(profile: Profile) -> Profile:
+    """A copy a caller may change without changing the cached one (its rules are copies too)."""
+    return profile.model_copy(update={"rules": [r.model_copy() for r in profile.rules],
+                                      "proposals": [r.model_copy() for r in profile.proposals]})
 
 
 class RulesHandle:
@@ -276,14 +284,36 @@ class RulesHandle:
         return rule
 
 
+@functools.cache
+def _state_statement() -> Any:
+    """One row that changes whenever a scope's profile or rules do: the profile row's pk, version and
+    update time, and the count, highest pk and latest update time of its rules. Built once."""
+    u, ns = bindparam("u"), bindparam("ns")
+
+    def of_profile(column: Any) -> Any:
+        return select(column).where(ProfileRecord.user_id == u, ProfileRecord.namespace == ns).scalar_subquery()
+
+    return select(func.count(col(StyleRule.pk)), func.max(StyleRule.pk), func.max(StyleRule.updated_at),
+                  of_profile(ProfileRecord.pk), of_profile(ProfileRecord.version),
+                  of_profile(ProfileRecord.updated_at)).where(StyleRule.user_id == u, StyleRule.namespace == ns)
+
+
 class ProfileStore:
     """Profiles, style rules and compliance records in the SQL database, every query scoped by
-    (user_id, namespace). ``Memory.profiles``; ``rules(user_id)`` gives one scope's rules."""
+    (user_id, namespace). ``Memory.profiles``; ``rules(user_id)`` gives one scope's rules.
 
-    def __init__(self, engine: Engine, *, max_instruction_chars: int = 1500, auto_accept_rules: bool = True) -> None:
+    ``get`` runs on every request, so the profiles it read are kept per process (``cache_size`` scopes) and
+    reused while the scope's state row (:func:`_state_statement`, one indexed look-up on a plain connection)
+    is unchanged; every write, from this process or another, changes it."""
+
+    def __init__(self, engine: Engine, *, max_instruction_chars: int = 1500, auto_accept_rules: bool = True,
+                 cache_size: int = 4096) -> None:
         self.engine = engine
         self.max_instruction_chars = max_instruction_chars
         self.auto_accept_rules = auto_accept_rules
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, str], tuple[tuple[Any, ...], Profile]] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     def rules(self, user_id: str, namespace: str = "default") -> RulesHandle:
         return RulesHandle(self, user_id, namespace)
@@ -291,16 +321,31 @@ class ProfileStore:
     def get(self, user_id: str, namespace: str = "default") -> Profile:
         """The profile as injected: the two fields, active enabled rules, and proposals."""
         user_id, namespace = check_scope(user_id, namespace)
+        scope = (user_id, namespace)
+        with self.engine.connect() as conn:
+            state = tuple(conn.execute(_state_statement(), {"u": user_id, "ns": namespace}).one())
+        with self._cache_lock:
+            hit = self._cache.get(scope)
+            if hit is not None and hit[0] == state:
+                self._cache.move_to_end(scope)
+                return _copy(hit[1])
         with Session(self.engine, expire_on_commit=False) as s:
             row = _row(s, user_id, namespace)
             rules = _rules(s, user_id, namespace)
-        return Profile(
+        profile = Profile(
             user_id=user_id, namespace=namespace,
             about_user=row.about_user if row else "", response_style=row.response_style if row else "",
             rules=[r for r in rules if r.status == "active" and r.enabled],
             proposals=[r for r in rules if r.status == "proposed"],
             version=row.version if row else 0, updated_at=row.updated_at if row else None,
         )
+        if self.cache_size > 0:
+            with self._cache_lock:  # kept under the state read before it: a write in between is seen next time
+                self._cache[scope] = (state, profile)
+                self._cache.move_to_end(scope)
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return _copy(profile)
 
     @_serialized
     def set_instructions(self, user_id: str, namespace: str = "default", *, about_user: str | None = None,

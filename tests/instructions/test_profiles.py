@@ -137,3 +137,39 @@ def test_merge_system_never_mutates() -> None:
     assert out[0]["content"][-1] == {"type": "text", "text": "B"} and len(parts[0]["content"]) == 1
     assert merge_system([{"role": "user", "content": "q"}], "B")[0] == {"role": "system", "content": "B"}
     assert merge_system([{"role": "user", "content": "q"}], "") == [{"role": "user", "content": "q"}]
+
+
+def test_a_cached_profile_follows_every_write_of_another_process(make_memory) -> None:
+    """``ProfileStore.get`` reuses what it read while the scope's profile and rules are unchanged; a write by
+    another Memory on the same store (another process, in effect) is seen by the next read."""
+    reader = make_memory(auto_accept_rules=False)  # an extracted rule waits as a proposal
+    writer = make_memory(config=reader.config)
+    assert reader.profile("alice").is_empty
+    writer.set_instructions("alice", about_user="I'm a nurse in Porto.")
+    assert reader.profile("alice").about_user == "I'm a nurse in Porto."
+    rule = writer.rules("alice").add("never use capital letters")
+    assert [r.text for r in reader.profile("alice").rules] == ["never use capital letters"]
+    writer.rules("alice").enable(rule.id, False)
+    assert reader.profile("alice").rules == []
+    writer.rules("alice").enable(rule.id, True)
+    writer.rules("alice").propose("answer in at most 3 bullet points")
+    got = reader.profile("alice")
+    assert [r.text for r in got.rules] == ["never use capital letters"]
+    assert [r.text for r in got.proposals] == ["answer in at most 3 bullet points"]
+    writer.rules("alice").undo()
+    assert reader.profile("alice").proposals == []
+    writer.forget("alice")
+    assert reader.profile("alice").is_empty
+    writer.set_instructions("alice", about_user="I moved to Lyon.")  # a new profile row, version 1 again
+    assert reader.profile("alice").about_user == "I moved to Lyon."
+
+
+def test_changing_a_returned_profile_changes_nothing_stored(store: Memory) -> None:
+    store.set_instructions("alice", response_style="Short and warm.")
+    store.rules("alice").add("never use capital letters")
+    first = store.profile("alice")
+    first.rules[0].text = "changed by the caller"
+    first.rules.append(first.rules[0])
+    again = store.profile("alice")
+    assert [r.text for r in again.rules] == ["never use capital letters"]
+    assert store.context("alice", "hello").rules[0].text == "never use capital letters"
