@@ -272,6 +272,25 @@ def test_pinned_memories_surface_in_search(store: Memory) -> None:
     assert "pinned" in next(h for h in hits if h.memory.id == pinned.id).sources
 
 
+def test_every_request_gets_the_pinned_memories_as_they_are_now(store: Memory) -> None:
+    """The injected block starts with the user's valid pinned facts (oldest first): a pin, an unpin or an
+    invalidation shows in the next request, other users' pins never do."""
+    name = store.add("My name is Dana", user_id="alice", infer=False, pinned=True)[0].memory
+    store.add("I like jazz", user_id="alice", infer=False)
+    store.add("My name is Bob", user_id="bob", infer=False, pinned=True)
+    assert [m.id for m in store.store.pinned("alice", "default")] == [name.id]
+    assert [h.memory.id for h in store.context("alice", "weather?").memories][:1] == [name.id]
+    allergy = store.add("Allergic to peanuts", user_id="alice", infer=False)[0].memory
+    store.update(allergy.id, pinned=True, user_id="alice")
+    assert [m.id for m in store.store.pinned("alice", "default")] == [name.id, allergy.id]
+    store.update(name.id, pinned=False, user_id="alice")
+    store.invalidate(allergy.id, user_id="alice")
+    assert store.store.pinned("alice", "default") == []
+    assert "pinned" not in {s for h in store.context("alice", "weather?").memories for s in h.sources}
+    with pytest.raises(InvalidInputError, match="pool"):
+        store.store.pinned("alice", "default", pool="everything")
+
+
 def test_users_listing(store: Memory) -> None:
     store.add("a fact", user_id="alice", infer=False)
     store.add("b fact", user_id="bob", infer=False)

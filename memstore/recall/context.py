@@ -91,7 +91,7 @@ def build_context(retriever: Retriever, profiles: ProfileStore, user_id: str, na
     chosen: list[MemoryHit] = []
     seen: set[str] = set()
     candidates: list[MemoryHit] = []
-    pinned = retriever.store.list(user_id, namespace, pinned=True, limit=50, pool="facts")
+    pinned = retriever.store.pinned(user_id, namespace, pool="facts")
     candidates.extend(MemoryHit(memory=p, score=1.0, sources=["pinned"]) for p in
                       sorted(pinned, key=lambda m: (-m.importance, m.created_at, m.id)))
     found: dict[str | None, list[MemoryHit]] = {"facts": [], "episodes": []}

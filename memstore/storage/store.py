@@ -61,6 +61,9 @@ class RankingRow(NamedTuple):
     conversation: str | None = None
 
 
+_POOLS = (None, "facts", "episodes")
+
+
 @functools.cache
 def _ranking_statements(with_text: bool) -> tuple[Any, dict[str | None, Any]]:
     """MemoryStore.ranking_rows's statements, built once: (by id, pinned of each pool). Building a statement
@@ -70,7 +73,8 @@ def _ranking_statements(with_text: bool) -> tuple[Any, dict[str | None, Any]]:
             MemoryRecord.invalid_at, MemoryRecord.conversation, *([MemoryRecord.text] if with_text else [])]
     by_id = select(*cols).where(col(MemoryRecord.id).in_(bindparam("ids", expanding=True)))
     pinned = select(*cols).where(MemoryRecord.user_id == bindparam("u"), MemoryRecord.namespace == bindparam("ns"),
-                                 col(MemoryRecord.pinned).is_(True), col(MemoryRecord.invalid_at).is_(None))
+                                 col(MemoryRecord.pinned).is_(True), col(MemoryRecord.invalid_at).is_(None)
+                                 ).order_by(col(MemoryRecord.created_at), col(MemoryRecord.pk))
     return by_id, {None: pinned.limit(50),
                    "facts": pinned.where(MemoryRecord.kind != EPISODE).limit(50),
                    "episodes": pinned.where(MemoryRecord.kind == EPISODE).limit(50)}
@@ -146,6 +150,20 @@ class MemoryStore:
                     out.setdefault(r[0], keep(r))
                     pins.append(r[0])
         return out, pins
+
+    def pinned(self, user_id: str, namespace: str, pool: str | None = "facts") -> list[MemoryRecord]:
+        """The scope's valid pinned memories of ``pool`` (at most 50, oldest first), as ``list(pinned=True)``
+        gives them. Every request asks and most users pin nothing: the ids come from a prebuilt statement on a
+        plain connection, and records are loaded only when there are some."""
+        if pool not in _POOLS:
+            raise InvalidInputError(f"pool must be facts, episodes or None, not {pool!r}")
+        _, pinned_of = _ranking_statements(False)
+        with self.engine.connect() as conn:
+            ids = [r[0] for r in conn.execute(pinned_of[pool], {"u": user_id, "ns": namespace})]
+        if not ids:
+            return []
+        found = self.get_many(ids, user_id, namespace)
+        return [found[i] for i in ids if i in found]
 
     def list(self, user_id: str, namespace: str | None = "default", include_invalid: bool = False,
              kind: str | None = None, pinned: bool | None = None, limit: int | None = None,
