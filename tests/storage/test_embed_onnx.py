@@ -255,3 +255,25 @@ def test_doctor_reports_the_export(onnx_root: Path, tmp_path: Path, monkeypatch:
         states[name] = (report["embedder"]["state"], check["status"])
     assert states == {"exported": ("ready", "ok"), "fresh": ("missing", "warn")}
     assert not (tmp_path / "empty").exists()  # doctor only looks; --export-embedder exports
+
+
+def test_a_batch_split_across_runs_gives_the_vectors_of_one_run(onnx_root: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A query runs on one core fewer than the machine has; a batch runs in chunks side by side. Either way
+    each text gets the vector it gets alone."""
+    assert onnx_embed.run_threads(2) == (1, 2) and onnx_embed.run_threads(8) == (4, 2)
+    assert onnx_embed.run_threads(1) == (1, 1) and onnx_embed.run_threads(4) == (3, 1)
+    monkeypatch.setenv("MEMSTORE_ONNX_THREADS", "2")
+    assert onnx_embed.run_threads(2) == (2, 1)
+    monkeypatch.setenv("MEMSTORE_ONNX_THREADS", "many")  # not a count: the default
+    assert onnx_embed.run_threads(2) == (1, 2)
+    monkeypatch.delenv("MEMSTORE_ONNX_THREADS")
+    model = onnx_embed.load(_model_dir(), _boom, onnx_root)
+    texts = [f"{t} ({i})" for i, t in enumerate(TEXTS * 8)]
+    model.lanes = 2
+    split = model.encode(texts, batch_size=8)
+    model.lanes = 1
+    one_lane = model.encode(texts, batch_size=8)
+    alone = np.concatenate([model.encode([t]) for t in texts[:6]])
+    assert np.allclose(split, one_lane, atol=1e-6)
+    assert _cos(split[:6], alone).min() >= 0.9999
