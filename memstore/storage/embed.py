@@ -383,12 +383,13 @@ def _encode(model: Any, texts: list[str]) -> np.ndarray:
 
 
 _passes: ForwardPasses | None = None
+_passes_lock = threading.Lock()  # not _models_lock: a load holds that, and queueing a job must not wait for it
 
 
 def forward_passes() -> ForwardPasses:
     """The process's forward-pass thread (created on first use)."""
     global _passes
-    with _models_lock:
+    with _passes_lock:
         if _passes is None:
             _passes = ForwardPasses()
         return _passes
