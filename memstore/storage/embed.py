@@ -261,8 +261,9 @@ class ForwardPasses:
     proxy's request threads), there are more OpenMP threads than cores and libgomp throttles its spin-waiting:
     every parallel region then waits on a futex wake-up, and a query embedding measured 7.8 ms from one
     thread but 14-15 ms once another thread had embedded anything (2 cores). So every call runs on a single
-    thread (onnxruntime keeps its own intra-op pool and splits a large batch across a few runs side by side,
-    :func:`memstore.storage.onnx_embed.run_threads`; it gains the same shared passes). Requests that queue
+    thread (onnxruntime keeps its own intra-op pool, and with fewer threads per run than cores splits a large
+    batch across runs side by side, :func:`memstore.storage.onnx_embed.run_threads`; it gains the same shared
+    passes). Requests that queue
     up meanwhile run as one batch (up to ``max_batch`` texts): under concurrency one forward pass over eight
     queries costs far less than eight passes.
     """

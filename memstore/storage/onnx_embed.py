@@ -133,17 +133,18 @@ MIN_LANE_TEXTS = 8  # a batch is split across lanes only when each would get at 
 
 
 def run_threads(cores: int | None = None) -> tuple[int, int]:
-    """(intra-op threads per run, runs side by side for a batch). A query is one small run, and the request
-    that waits for it has other work meanwhile (the lexical query, the profile): a run that took every core
-    slowed that work more than it gained (2 cores: 10.2-11.9 ms added per MemoryClient request with one
-    thread, 12.5-13.0 with two). So a run leaves a core free, up to 4 threads, and batches (ingest) run
-    several chunks side by side to use the cores a single run leaves (2 cores: 393-403 texts/s with two
-    one-thread runs, 421-436 with one two-thread run, 238-242 with one one-thread run).
-    ``MEMSTORE_ONNX_THREADS`` sets the threads per run."""
+    """(intra-op threads per run, 0 for onnxruntime's default of one per physical core; runs side by side
+    for a batch). ``MEMSTORE_ONNX_THREADS`` sets the threads per run, for a process that wants its query
+    embedding to leave cores to its other work (a busy server); a batch then runs chunks side by side on
+    the cores a run leaves. Measured on 2 cores: one query 3.4-4.0 ms on two threads, 4.7-5.3 ms on one;
+    a batch 421-436 texts/s as one two-thread run, 393-403 as two one-thread runs side by side, 238-242 as
+    one one-thread run; the MemoryClient request, whose query embedding overlaps its lexical query and
+    profile read, 10.8-12.4 ms added with two threads and 10.4-12.1 ms with one (within the noise)."""
     cores = cores or os.cpu_count() or 2
-    env = os.environ.get("MEMSTORE_ONNX_THREADS")
-    threads = int(env) if env and env.isdigit() and int(env) > 0 else max(1, min(4, cores - 1))
-    return threads, max(1, cores // threads)
+    env = os.environ.get("MEMSTORE_ONNX_THREADS", "")
+    if not (env.isdigit() and int(env) > 0):
+        return 0, 1
+    return int(env), max(1, cores // int(env))
 
 
 class OnnxSentenceModel:
@@ -171,7 +172,8 @@ class OnnxSentenceModel:
         # does between queries (2 shared cores measured no loss)
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.threads, self.lanes = run_threads()
-        opts.intra_op_num_threads = self.threads
+        if self.threads:
+            opts.intra_op_num_threads = self.threads
         self.session = ort.InferenceSession(str(folder / ONNX_FILE), sess_options=opts,
                                             providers=["CPUExecutionProvider"])
         self._lanes: Any = None  # a thread pool for batches, made on the first one that needs it

@@ -259,14 +259,16 @@ def test_doctor_reports_the_export(onnx_root: Path, tmp_path: Path, monkeypatch:
 
 def test_a_batch_split_across_runs_gives_the_vectors_of_one_run(onnx_root: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """A query runs on one core fewer than the machine has; a batch runs in chunks side by side. Either way
-    each text gets the vector it gets alone."""
-    assert onnx_embed.run_threads(2) == (1, 2) and onnx_embed.run_threads(8) == (4, 2)
-    assert onnx_embed.run_threads(1) == (1, 1) and onnx_embed.run_threads(4) == (3, 1)
+    """With fewer threads per run than cores (MEMSTORE_ONNX_THREADS), a batch runs in chunks side by side.
+    Either way each text gets the vector it gets alone."""
+    monkeypatch.delenv("MEMSTORE_ONNX_THREADS", raising=False)
+    assert onnx_embed.run_threads(2) == (0, 1) and onnx_embed.run_threads(8) == (0, 1)  # onnxruntime's own
+    monkeypatch.setenv("MEMSTORE_ONNX_THREADS", "1")
+    assert onnx_embed.run_threads(2) == (1, 2) and onnx_embed.run_threads(8) == (1, 8)
     monkeypatch.setenv("MEMSTORE_ONNX_THREADS", "2")
-    assert onnx_embed.run_threads(2) == (2, 1)
+    assert onnx_embed.run_threads(2) == (2, 1) and onnx_embed.run_threads(8) == (2, 4)
     monkeypatch.setenv("MEMSTORE_ONNX_THREADS", "many")  # not a count: the default
-    assert onnx_embed.run_threads(2) == (1, 2)
+    assert onnx_embed.run_threads(2) == (0, 1)
     monkeypatch.delenv("MEMSTORE_ONNX_THREADS")
     model = onnx_embed.load(_model_dir(), _boom, onnx_root)
     texts = [f"{t} ({i})" for i, t in enumerate(TEXTS * 8)]
