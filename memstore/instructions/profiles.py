@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine, Integer, bindparam, func
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
 from memstore.errors import InvalidInputError, NotFoundError, StorageError
@@ -120,9 +121,16 @@ def _check_instruction(value: object, name: str, limit: int) -> str:
 
 
 def _copy(profile: Profile) -> Profile:
-    """A copy a caller may change without changing the cached one (its rules are copies too)."""
-    return profile.model_copy(update={"rules": [r.model_copy() for r in profile.rules],
-                                      "proposals": [r.model_copy() for r in profile.proposals]})
+    """A copy a caller may change without changing the cached one. Its rules are new detached instances,
+    as a closed session would give them: a copy made by ``model_copy`` would share the cached rule's ORM
+    state, and a session given it would write through to the cached object."""
+    def fresh(rule: StyleRule) -> StyleRule:
+        copy = StyleRule(**rule.model_dump())
+        make_transient_to_detached(copy)
+        return copy
+
+    return profile.model_copy(update={"rules": [fresh(r) for r in profile.rules],
+                                      "proposals": [fresh(r) for r in profile.proposals]})
 
 
 class RulesHandle:

@@ -263,9 +263,8 @@ class ForwardPasses:
     thread but 14-15 ms once another thread had embedded anything (2 cores). So every call runs on a single
     thread (onnxruntime keeps its own intra-op pool, and with fewer threads per run than cores splits a large
     batch across runs side by side, :func:`memstore.storage.onnx_embed.run_threads`; it gains the same shared
-    passes). Requests that queue
-    up meanwhile run as one batch (up to ``max_batch`` texts): under concurrency one forward pass over eight
-    queries costs far less than eight passes.
+    passes). Requests that queue up meanwhile run as one batch (up to ``max_batch`` texts): under concurrency
+    one forward pass over eight queries costs far less than eight passes.
     """
 
     def __init__(self, max_batch: int = 128) -> None:

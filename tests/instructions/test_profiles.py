@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import inspect as sa_inspect
 
 from memstore import InvalidInputError, Memory, NotFoundError
 from memstore.recall.inject import merge_system, render_block
@@ -172,4 +173,6 @@ def test_changing_a_returned_profile_changes_nothing_stored(store: Memory) -> No
     first.rules.append(first.rules[0])
     again = store.profile("alice")
     assert [r.text for r in again.rules] == ["never use capital letters"]
+    assert again.rules[0] is not first.rules[0] and sa_inspect(again.rules[0]) is not sa_inspect(first.rules[0])
+    assert sa_inspect(again.rules[0]).detached  # as a closed session gives it
     assert store.context("alice", "hello").rules[0].text == "never use capital letters"
