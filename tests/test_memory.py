@@ -291,6 +291,27 @@ def test_every_request_gets_the_pinned_memories_as_they_are_now(store: Memory) -
         store.store.pinned("alice", "default", pool="everything")
 
 
+def test_a_batch_comes_back_as_stored_records_with_their_history(store: Memory) -> None:
+    """``add_many`` writes a batch's rows and ADD events as multi-row inserts; what it returns is what a
+    session would have left (detached, with primary keys), usable with the rest of the store."""
+    from sqlalchemy import inspect as sa_inspect
+
+    from memstore.storage.db import session_scope
+
+    ops = store.add([{"role": "user", "content": t} for t in ("I like jazz", "I live in Porto", "I like jazz")],
+                    user_id="alice", infer=False)
+    assert [op.event for op in ops] == ["ADD", "ADD", "NOOP"]
+    jazz, porto = ops[0].memory, ops[1].memory
+    assert jazz.pk is not None and porto.pk is not None and sa_inspect(jazz).detached
+    assert [(e.event, e.new_text) for e in store.history(porto.id)] == [("ADD", "I live in Porto")]
+    with session_scope(store.store.engine) as s:  # a returned record given to a session updates its row
+        s.add(porto)
+        porto.importance = 0.9
+    assert sorted(m.text for m in store.get_all("alice")) == ["I like jazz", "I live in Porto"]
+    assert store.get(porto.id).importance == 0.9
+    assert [h.memory.id for h in store.search("where do I live", user_id="alice", limit=1)] == [porto.id]
+
+
 def test_users_listing(store: Memory) -> None:
     store.add("a fact", user_id="alice", infer=False)
     store.add("b fact", user_id="bob", infer=False)
