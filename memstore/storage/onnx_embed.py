@@ -8,7 +8,8 @@ onnxruntime / onnx versions, so a changed model or an upgrade exports again. A f
 temporary name and renamed into place when it is complete, and only after its vectors matched
 sentence-transformers' on a fixed probe set (cosine >= ``MIN_COSINE``). Loading checks the folder again (the
 manifest; the file size, and its mtime or else its SHA-256; the probe vectors recomputed): a damaged export
-is thrown away and redone.
+is thrown away and redone. Every load touches the folder's ``.last_used``; a new export deletes the same
+model's other exports (another virtualenv, older versions) that no process loaded for 30 days (:func:`prune`).
 
 At query time: ``tokenizers`` (the model's own fast tokenizer, saved as tokenizer.json), padding to the
 longest text of the batch, truncation at the model's ``max_seq_length``, the ONNX graph for the transformer,
@@ -45,6 +46,8 @@ log = logging.getLogger("memstore")
 FORMAT = 1
 MIN_COSINE = 0.9999
 ONNX_FILE, TOKENIZER_FILE, MANIFEST_FILE = "model.onnx", "tokenizer.json", "manifest.json"
+LAST_USED_FILE = ".last_used"  # touched by every load: what pruning goes by
+PRUNE_AFTER_DAYS = 30  # an export of the same model unused this long is deleted when a new one is made
 VERSIONED = ("torch", "transformers", "sentence-transformers", "onnxruntime", "onnx")
 PROBES: tuple[str, ...] = (
     "I play the cello in a community orchestra.",
@@ -288,15 +291,50 @@ def load(model_dir: Path, load_st: Callable[[], Any], root: Path | None = None,
     folder = export_dir(model_dir, root, key)
     if folder.exists():
         try:
-            return OnnxSentenceModel.open(folder, key)
+            model = OnnxSentenceModel.open(folder, key)
         except DamagedExport as exc:
             log.warning("memstore: the ONNX export of the embedding model at %s is damaged (%s); exporting again",
                         folder, exc)
             _discard(folder)
+        else:
+            _touch(folder)
+            return model
     reason = _failure(folder)
     if reason is not None:
         raise NotExportable(reason)
-    return _export_and_open(model_dir, folder, key, load_st, name)
+    model = _export_and_open(model_dir, folder, key, load_st, name)
+    _touch(folder)
+    prune(folder)
+    return model
+
+
+def _touch(folder: Path) -> None:
+    """Records that the export was used now (a read-only cache is simply not pruned by use)."""
+    with contextlib.suppress(OSError):
+        (folder / LAST_USED_FILE).touch()
+
+
+def prune(keep: Path, older_than_days: float = PRUNE_AFTER_DAYS) -> list[Path]:
+    """Deletes the other exports of the same model (another virtualenv, older versions of torch or
+    onnxruntime: each has its own key and 90 MB for the bundled model) that no process has loaded for
+    ``older_than_days``, and their failure markers. Called after a new export. Returns what it deleted."""
+    slug = keep.name.rsplit("-", 1)[0]
+    pattern = re.compile(re.escape(slug) + r"-[0-9a-f]{16}")
+    cutoff = time.time() - older_than_days * 86400
+    gone: list[Path] = []
+    for other in keep.parent.iterdir():
+        if other == keep or not pattern.fullmatch(other.name) or not other.is_dir():
+            continue
+        marks = [other / LAST_USED_FILE, other / MANIFEST_FILE, other]
+        used = max((m.stat().st_mtime for m in marks if m.exists()), default=0.0)
+        if used < cutoff:
+            _discard(other)
+            _failed_marker(other).unlink(missing_ok=True)
+            gone.append(other)
+    if gone:
+        log.info("memstore: deleted %d ONNX export(s) of %s unused for %d days: %s", len(gone), slug,
+                 older_than_days, ", ".join(p.name for p in gone))
+    return gone
 
 
 def ensure(model_dir: Path, load_st: Callable[[], Any], root: Path | None = None, force: bool = False,

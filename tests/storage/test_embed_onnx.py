@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -62,9 +63,29 @@ def _boom() -> object:
     raise AssertionError("sentence-transformers was loaded although the export exists")
 
 
+STALE, RECENT, OTHER = "0123456789abcdef", "fedcba9876543210", "other_model-0123456789abcdef"
+
+
+def _plant(root: Path, name: str, age_days: float) -> Path:
+    """A folder that looks like an export last used ``age_days`` ago."""
+    folder = root / name
+    folder.mkdir()
+    (folder / onnx_embed.MANIFEST_FILE).write_text("{}")
+    (folder / onnx_embed.LAST_USED_FILE).touch()
+    then = time.time() - age_days * 86400
+    for p in (folder / onnx_embed.MANIFEST_FILE, folder / onnx_embed.LAST_USED_FILE, folder):
+        os.utime(p, (then, then))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def onnx_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("onnx-cache")
+    slug = onnx_embed.export_dir(_model_dir(), root).name.rsplit("-", 1)[0]
+    # other exports of the same model (another virtualenv, older versions), and another model's
+    _plant(root, f"{slug}-{STALE}", 40)
+    _plant(root, f"{slug}-{RECENT}", 2)
+    _plant(root, OTHER, 40)
     onnx_embed.ensure(_model_dir(), _bundled_st, root)
     return root
 
@@ -96,7 +117,7 @@ def test_a_second_load_reuses_the_export(use_root: Path) -> None:
     emb = SentenceTransformerEmbedder(backend="onnx")
     assert emb.embed(["I play the cello"]).shape == (1, 384) and emb.runtime == "onnxruntime"
     assert ((folder / onnx_embed.ONNX_FILE).stat().st_mtime_ns, onnx_embed.exports_done) == before
-    assert sorted(p.name for p in use_root.iterdir()) == [folder.name]  # no temporary folders left behind
+    assert not [p.name for p in use_root.iterdir() if p.name.startswith(".")]  # no temporary folders left
 
 
 @pytest.mark.parametrize("damage", ["truncated", "overwritten"])
@@ -279,3 +300,20 @@ def test_a_batch_split_across_runs_gives_the_vectors_of_one_run(onnx_root: Path,
     alone = np.concatenate([model.encode([t]) for t in texts[:6]])
     assert np.allclose(split, one_lane, atol=1e-6)
     assert _cos(split[:6], alone).min() >= 0.9999
+
+
+def test_a_new_export_deletes_exports_of_the_same_model_unused_for_a_month(onnx_root: Path) -> None:
+    """Each virtualenv and each torch / onnxruntime version has its own export (90 MB for the bundled
+    model): making one deletes the same model's exports nobody loaded for 30 days, and nothing else."""
+    names = {p.name for p in onnx_root.iterdir()}
+    slug = onnx_embed.export_dir(_model_dir(), onnx_root).name.rsplit("-", 1)[0]
+    assert f"{slug}-{STALE}" not in names
+    assert {f"{slug}-{RECENT}", OTHER, onnx_embed.export_dir(_model_dir(), onnx_root).name} <= names
+
+
+def test_every_load_marks_the_export_as_used(use_root: Path) -> None:
+    folder = onnx_embed.export_dir(_model_dir(), use_root)
+    mark = folder / onnx_embed.LAST_USED_FILE
+    os.utime(mark, (1_000_000, 1_000_000))
+    onnx_embed.load(_model_dir(), _boom, use_root)
+    assert time.time() - mark.stat().st_mtime < 3600
