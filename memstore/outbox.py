@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, func, insert, or_, update
-from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
 from memstore.errors import InvalidInputError, NotFoundError
 from memstore.messages import content_text
 from memstore.records import Turn, utcnow
-from memstore.storage.db import session_scope, short_waits
+from memstore.storage.db import row_values, session_scope, short_waits
 
 log = logging.getLogger("memstore")
 STATUSES = ("pending", "processing", "done", "failed", "skipped")
@@ -36,16 +35,6 @@ OPEN = ("pending", "processing")
 @functools.cache
 def _insert_turn() -> Any:
     return insert(Turn.__table__)  # type: ignore[arg-type]
-
-
-def _turn_values(turn: Turn) -> dict[str, Any]:
-    """The row of a new turn, by column name (``meta`` is the ``metadata`` column)."""
-    return {prop.columns[0].name: getattr(turn, prop.key) for prop in _turn_columns()}
-
-
-@functools.cache
-def _turn_columns() -> list[Any]:
-    return [prop for prop in sa_inspect(Turn).column_attrs if prop.key != "pk"]
 
 
 class Outbox:
@@ -83,7 +72,7 @@ class Outbox:
             turn.claimed_by, turn.claimed_at = f"inline-{os.getpid()}", utcnow()
         try:
             with self.engine.begin() as conn:  # one plain insert: a session's unit of work cost as much again
-                turn.pk = conn.execute(_insert_turn(), _turn_values(turn)).inserted_primary_key[0]
+                turn.pk = conn.execute(_insert_turn(), row_values(turn)).inserted_primary_key[0]
         except OperationalError as exc:
             if not (spool and self.spool_dir is not None and _busy(exc)):
                 raise

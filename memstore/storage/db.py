@@ -6,14 +6,17 @@ processes can share one file. Any SQLAlchemy URL works; PostgreSQL gets its own 
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, event, text
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import QueuePool
 from sqlmodel import Session, SQLModel, create_engine
@@ -86,6 +89,18 @@ def get_engine(url: str) -> Engine:
         migrate(engine)
         _engines[url] = engine
         return engine
+
+
+def row_values(obj: SQLModel) -> dict[str, Any]:
+    """A new table object's row by column name (a field may have another column name: ``meta`` is
+    ``metadata``), without its primary key, for a plain insert."""
+    return {name: getattr(obj, key) for key, name in _columns(type(obj))}
+
+
+@functools.cache
+def _columns(model: type[SQLModel]) -> list[tuple[str, str]]:
+    return [(prop.key, prop.columns[0].name) for prop in sa_inspect(model).column_attrs
+            if not prop.columns[0].primary_key]
 
 
 @contextmanager

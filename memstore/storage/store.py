@@ -19,7 +19,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from sqlalchemy import Engine, bindparam, delete, func, insert, update
-from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
@@ -36,7 +35,7 @@ from memstore.records import (
     new_id,
     utcnow,
 )
-from memstore.storage.db import provenance_from_meta, session_scope
+from memstore.storage.db import provenance_from_meta, row_values, session_scope
 from memstore.storage.embed import Embedder
 from memstore.storage.scope_cache import (
     ScopeVectorCache,
@@ -622,8 +621,11 @@ def _insert_fresh(s: Session, recs: list[MemoryRecord], actor: str, reason: str 
         return
     table, events = MemoryRecord.__table__, MemoryEvent.__table__  # type: ignore[attr-defined]
     conn = s.connection()
-    rows = [_column_values(r) for r in recs]
-    pks = conn.execute(insert(table).returning(table.c.pk, sort_by_parameter_order=True), rows).scalars().all()
+    rows = [row_values(r) for r in recs]
+    if conn.dialect.insert_executemany_returning_sort_by_parameter_order:
+        pks = conn.execute(insert(table).returning(table.c.pk, sort_by_parameter_order=True), rows).scalars().all()
+    else:  # SQLite before 3.35 has no RETURNING
+        pks = [conn.execute(insert(table), row).inserted_primary_key[0] for row in rows]
     conn.execute(insert(events), [
         {"id": new_id(), "memory_id": r.id, "user_id": r.user_id, "namespace": r.namespace, "event": "ADD",
          "old_text": None, "new_text": r.text, "actor": actor, "reason": reason, "created_at": r.created_at}
@@ -631,16 +633,6 @@ def _insert_fresh(s: Session, recs: list[MemoryRecord], actor: str, reason: str 
     for rec, pk in zip(recs, pks, strict=True):
         rec.pk = pk
         make_transient_to_detached(rec)
-
-
-def _column_values(rec: MemoryRecord) -> dict[str, Any]:
-    """A record's row by column name (``meta`` is the ``metadata`` column), without its unset primary key."""
-    return {prop.columns[0].name: getattr(rec, prop.key) for prop in _record_columns()}
-
-
-@functools.cache
-def _record_columns() -> list[Any]:
-    return [prop for prop in sa_inspect(MemoryRecord).column_attrs if prop.key != "pk"]
 
 
 OVERLAP_MIN_TEXTS = 8  # smaller batches embed inline: a thread hand-off would cost more than it saves
