@@ -63,7 +63,9 @@ class RankingRow(NamedTuple):
     conversation: str | None = None
 
 
-_POOLS = (None, "facts", "episodes")
+def _check_pool(pool: str | None) -> None:
+    if pool not in (None, "facts", "episodes"):
+        raise InvalidInputError(f"pool must be facts, episodes or None, not {pool!r}")
 
 
 @functools.cache
@@ -157,8 +159,7 @@ class MemoryStore:
         """The scope's valid pinned memories of ``pool`` (at most 50, oldest first), as ``list(pinned=True)``
         gives them. Every request asks and most users pin nothing: the ids come from a prebuilt statement on a
         plain connection, and records are loaded only when there are some."""
-        if pool not in _POOLS:
-            raise InvalidInputError(f"pool must be facts, episodes or None, not {pool!r}")
+        _check_pool(pool)
         _, pinned_of = _ranking_statements(False)
         with self.engine.connect() as conn:
             ids = [r[0] for r in conn.execute(pinned_of[pool], {"u": user_id, "ns": namespace})]
@@ -179,12 +180,11 @@ class MemoryStore:
             q = q.where(col(MemoryRecord.invalid_at).is_(None))
         if kind is not None:
             q = q.where(MemoryRecord.kind == kind)
+        _check_pool(pool)
         if pool == "facts":
             q = q.where(MemoryRecord.kind != EPISODE)
         elif pool == "episodes":
             q = q.where(MemoryRecord.kind == EPISODE)
-        elif pool is not None:
-            raise InvalidInputError(f"pool must be facts, episodes or None, not {pool!r}")
         if pinned is not None:
             q = q.where(MemoryRecord.pinned == pinned)
         q = q.order_by(col(MemoryRecord.created_at), col(MemoryRecord.pk)).offset(offset)
