@@ -200,11 +200,13 @@ def search_pools(
         timings["lexical"] = t2 - t1
 
     scores: dict[str | None, dict[str, float]] = {}
-    sources: dict[str, list[str]] = {}
+    # which signal found each memory ("dense", "lexical", "neighbour", "pinned"), read only for the hits returned
+    found: dict[str, set[str]] = {"dense": set(), "lexical": set(), "neighbour": set(), "pinned": set()}
     for p in pools:
-        scores[p], found = _fuse([(m, sim) for m, sim in dense[p] if sim >= st.min_dense_similarity],
-                                 lexical[p], st)
-        sources.update(found)
+        kept = [(m, sim) for m, sim in dense[p] if sim >= st.min_dense_similarity]
+        scores[p] = _fuse(kept, lexical[p], st)
+        found["dense"].update(m for m, _s in kept)
+        found["lexical"].update(m for m, _s in lexical[p])
     if st.neighbour_weight > 0 and any(scores.values()):
         near_of = store.neighbours(user_id, namespace, [m for p in pools for m in scores[p]])
         for p in pools:  # a memory's neighbours are in its own pool
@@ -213,7 +215,7 @@ def search_pools(
                 if mid in scores[p]:
                     for nb in near:
                         spread[nb] = spread.get(nb, 0.0) + st.neighbour_weight * scores[p][mid]
-                        _add(sources, nb, "neighbour")
+                        found["neighbour"].add(nb)
             scores[p] = spread
 
     dates = query_dates(query) if st.date_boost > 0 else []
@@ -222,17 +224,18 @@ def search_pools(
     person = named[0] if st.name_boost > 0 and len(named) == 1 else None
     others = [] if person is not None or st.name_boost <= 0 else \
         [n for n in entity_names(query) if not any(n in p.split() for p in named)]
-    # Only memories that can still reach the top ``limit`` are loaded: the boosts add at most ``headroom`` to a
-    # fused score. Filters need every record; a short page (invalidated or filtered hits) loads the rest.
+    # Only memories that can still reach the top ``limit`` are loaded: the boosts add at most ``headroom``, and
+    # the conversation signal its weight x the pool's best score, to a fused score. Filters need every record;
+    # a short page (invalidated or filtered hits) loads the rest.
     headroom = (st.name_boost if person is not None or others else 0.0) + (st.date_boost if dates else 0.0) + \
-        st.recency_weight + st.pinned_boost + st.conversation_weight * (1 + st.neighbour_weight)
+        st.recency_weight + st.pinned_boost
     order: dict[str | None, list[str]] = {}
     first: dict[str | None, list[str]] = {}
     for p in pools:
         order[p] = sorted(scores[p], key=scores[p].__getitem__, reverse=True)
         first[p] = order[p]
         if not filters and len(order[p]) > limits[p]:
-            floor = scores[p][order[p][limits[p] - 1]] - headroom
+            floor = scores[p][order[p][limits[p] - 1]] - headroom - st.conversation_weight * scores[p][order[p][0]]
             first[p] = [mid for mid in order[p] if scores[p][mid] >= floor]
     # Ranking reads a few columns of each candidate; whole records are loaded only for what is returned
     # (or for every candidate when filters need them: metadata, dates).
@@ -252,7 +255,7 @@ def search_pools(
 
     rows, pins = rows_of([m for p in pools for m in first[p]], pinned=st.include_pinned)
     for mid in pins:
-        _add(sources, mid, "pinned")
+        found["pinned"].add(mid)
         scores[_pool_of(rows[mid].kind, pools)].setdefault(mid, 0.0)
 
     now = utcnow()
@@ -302,7 +305,7 @@ def search_pools(
         ranked[p] = mine[:limits[p]]
     records.update(store.get_many([mid for p in pools for _s, mid in ranked[p] if mid not in records],
                                   user_id, namespace))
-    out = {p: [MemoryHit(memory=records[mid], score=score, sources=sources.get(mid, []))
+    out = {p: [MemoryHit(memory=records[mid], score=score, sources=[k for k, ids in found.items() if mid in ids])
                for score, mid in ranked[p] if mid in records] for p in pools}
     if timings is not None:
         timings["total"] = time.perf_counter() - t0
@@ -332,35 +335,24 @@ def _pool_of(kind: str, pools: list[str | None]) -> str | None:
 
 
 def _fuse(dense: list[tuple[str, float]], lexical: list[tuple[str, float]], st: SearchSettings,
-          ) -> tuple[dict[str, float], dict[str, list[str]]]:
+          ) -> dict[str, float]:
     """Dense and lexical candidates -> one score each, 1.0 for a memory best on both signals."""
     scores: dict[str, float] = {}
-    sources: dict[str, list[str]] = {}
     total = (st.dense_weight if dense else 0.0) + (st.lexical_weight if lexical else 0.0) or 1.0
     if st.fusion == "rrf":
         for rank, (mid, _s) in enumerate(dense):
             scores[mid] = scores.get(mid, 0.0) + st.dense_weight * (st.rrf_k + 1) / (st.rrf_k + rank + 1)
-            _add(sources, mid, "dense")
         for rank, (mid, _s) in enumerate(lexical):
             scores[mid] = scores.get(mid, 0.0) + st.lexical_weight * (st.rrf_k + 1) / (st.rrf_k + rank + 1)
-            _add(sources, mid, "lexical")
     else:
         # scaled by the best score, not min-max: independent of where the candidate list was cut off
         hi = max((s for _m, s in dense), default=0.0)
         for mid, sim in dense:
             scores[mid] = st.dense_weight * max(0.0, sim) / hi if hi > 0 else 0.0
-            _add(sources, mid, "dense")
         top = max((s for _m, s in lexical), default=0.0) or 1.0
         for mid, s in lexical:
             scores[mid] = scores.get(mid, 0.0) + st.lexical_weight * s / top
-            _add(sources, mid, "lexical")
-    return {mid: s / total for mid, s in scores.items()}, sources
-
-
-def _add(sources: dict[str, list[str]], mid: str, what: str) -> None:
-    lst = sources.setdefault(mid, [])
-    if what not in lst:
-        lst.append(what)
+    return {mid: s / total for mid, s in scores.items()}
 
 
 class Retriever:

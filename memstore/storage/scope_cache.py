@@ -137,7 +137,9 @@ class _Entry:
     next: np.ndarray           # row of the memory after it, -1 if none
     ctx_norm: np.ndarray       # |v + v_prev| per row (1 where there is no previous memory)
     speakers: tuple[str, ...]  # who speaks in the scope's conversations (provenance), most frequent first
-    row: dict[str, int]        # id -> its row in ``matrix`` (built once: every search's neighbours look it up)
+    row: dict[str, int]        # id -> its row in ``matrix``
+    near: dict[str, tuple[str, ...]]  # id -> the memories before and after it, for those that have any
+                                      # (built once: every search looks its candidates up)
     episode: np.ndarray        # True for the rows of episodes (past-conversation excerpts): their own pool
 
     @property
@@ -210,19 +212,15 @@ class ScopeVectorCache:
         sims = _similarities(entry, vec, context)
         return {p: [] if sims is None else _best(entry, sims, limit, p) for p in pools}
 
-    def neighbours(self, user_id: str, namespace: str, ids: list[str]) -> dict[str, list[str]] | None:
+    def neighbours(self, user_id: str, namespace: str, ids: list[str]) -> dict[str, tuple[str, ...]] | None:
         """The memories just before and after each given one in its conversation (as of the last query),
         or None when the scope is not held."""
         with self._lock:
             entry = self._entries.get((user_id, namespace))
         if entry is None:
             return None
-        out: dict[str, list[str]] = {}
-        for mid in ids:
-            n = entry.row.get(mid)
-            if n is not None:
-                out[mid] = [entry.ids[j] for j in (int(entry.prev[n]), int(entry.next[n])) if j >= 0]
-        return out
+        row, near = entry.row, entry.near
+        return {mid: near.get(mid, ()) for mid in ids if mid in row}
 
     def speakers(self, user_id: str, namespace: str) -> tuple[str, ...] | None:
         """Who speaks in the scope's conversations (as of the last query), or None when it is not held."""
@@ -312,7 +310,7 @@ class ScopeVectorCache:
         prev, nxt, ctx_norm, speakers = _layout(ids, matrix, provenance, episodes)
         entry = _Entry(token=token, ids=ids, hashes={i: want[i] for i in ids}, matrix=matrix,
                        loaded_at=time.monotonic(), prev=prev, next=nxt, ctx_norm=ctx_norm, speakers=speakers,
-                       row={mid: n for n, mid in enumerate(ids)},
+                       row={mid: n for n, mid in enumerate(ids)}, near=_near(ids, prev, nxt),
                        episode=np.fromiter((i in episodes for i in ids), dtype=bool, count=len(ids)))
         if entry.nbytes > self.max_bytes:  # would evict everything else and still not fit
             self._mark_too_big(scope, token)
@@ -411,6 +409,14 @@ def _copy_later(engine: Engine, vectors: dict[str, tuple[str, np.ndarray]]) -> N
             log.debug("copying vectors into SQL failed: %s", exc)
 
     threading.Thread(target=run, name="memstore-vector-copy", daemon=True).start()
+
+
+def _near(ids: list[str], prev: np.ndarray, nxt: np.ndarray) -> dict[str, tuple[str, ...]]:
+    """id -> (the memory before it, the memory after it) in its conversation, for rows that have either."""
+    out: dict[str, tuple[str, ...]] = {}
+    for n in np.flatnonzero((prev >= 0) | (nxt >= 0)).tolist():
+        out[ids[n]] = tuple(ids[j] for j in (int(prev[n]), int(nxt[n])) if j >= 0)
+    return out
 
 
 def _estimate(n: int, dim: int) -> int:

@@ -535,7 +535,7 @@ class MemoryStore:
             return dict(s.exec(select(MemoryRecord.id, MemoryRecord.kind)
                                .where(col(MemoryRecord.id).in_(list(ids)))).all())
 
-    def neighbours(self, user_id: str, namespace: str, ids: Sequence[str]) -> dict[str, list[str]]:
+    def neighbours(self, user_id: str, namespace: str, ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
         """The memories just before and after each given one in its conversation (by position), among the
         memories of its own pool (facts next to facts, episodes next to episodes)."""
         if not ids:
@@ -560,11 +560,11 @@ class MemoryStore:
             seq = order.setdefault((conv, kind == EPISODE), [])
             place[mid] = len(seq)
             seq.append(mid)
-        out: dict[str, list[str]] = {}
+        out: dict[str, tuple[str, ...]] = {}
         for mid, conv, kind in mine:
             if mid in place:
                 seq, k = order[(conv, kind == EPISODE)], place[mid]
-                out[mid] = [seq[j] for j in (k - 1, k + 1) if 0 <= j < len(seq)]
+                out[mid] = tuple(seq[j] for j in (k - 1, k + 1) if 0 <= j < len(seq))
         return out
 
     def speakers(self, user_id: str, namespace: str) -> tuple[str, ...]:
