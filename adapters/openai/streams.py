@@ -169,9 +169,13 @@ class _Stream(Generic[ItemT]):
         return item
 
     def _ending(self, partial: bool) -> tuple[str, bool, str | None] | None:
-        """The recording to make when the stream ends, or None if it already ended."""
+        """The recording to make when the stream ends, or None if it already ended or was no reply: an upstream
+        stream that ended before its first item (an HTML page or ``{}`` where events were due) is recorded as
+        little as a plain answer that is no completion."""
         c = self._collector
-        return (c.text(), partial, c.response_id) if c.end() else None
+        if not c.end() or (not partial and self._seq == 0):
+            return None
+        return c.text(), partial, c.response_id
 
 
 class SyncStream(_Stream[ItemT], Iterator[ItemT]):

@@ -318,28 +318,31 @@ async def _stream_response(stream: Any, events: bool = False) -> Response:
     except Exception as exc:
         metrics.inc("memstore_server_upstream_errors_total")
         raise upstream_error(exc) from None
+    if first is None:  # not even a first chunk: what came back was no stream (an HTML page, ``{}``, nothing)
+        metrics.inc("memstore_server_upstream_errors_total")
+        raise ApiError(502, "upstream model error: the upstream's stream ended before its first event (is it an "
+                       "OpenAI-compatible endpoint?)", type="upstream_error", code="upstream_error")
     metrics.inc("memstore_server_streams_total")
 
     async def body() -> AsyncIterator[str]:
         complete = False
         sent = 0
         try:
-            if first is not None:
-                yield _sse(first, events)
+            yield _sse(first, events)
+            sent += 1
+            while True:
+                # shielded: a client hanging up must not cancel the stream's own bookkeeping half-way
+                # (its end-of-stream recording runs inside __anext__); it is noticed at the checkpoint
+                with anyio.CancelScope(shield=True):
+                    try:
+                        chunk = await stream.__anext__()
+                    except StopAsyncIteration:
+                        chunk = None
+                await anyio.lowlevel.checkpoint()  # where a pending cancellation (client gone) lands
+                if chunk is None:
+                    break
+                yield _sse(chunk, events)
                 sent += 1
-                while True:
-                    # shielded: a client hanging up must not cancel the stream's own bookkeeping half-way
-                    # (its end-of-stream recording runs inside __anext__); it is noticed at the checkpoint
-                    with anyio.CancelScope(shield=True):
-                        try:
-                            chunk = await stream.__anext__()
-                        except StopAsyncIteration:
-                            chunk = None
-                    await anyio.lowlevel.checkpoint()  # where a pending cancellation (client gone) lands
-                    if chunk is None:
-                        break
-                    yield _sse(chunk, events)
-                    sent += 1
             complete = True
             if not events:
                 yield "data: [DONE]\n\n"

@@ -125,6 +125,26 @@ def test_a_stream_cut_mid_way_raises_and_records_the_partial_reply(tmp_path: Pat
             assert "gamma delta" not in turn.response
 
 
+def test_a_stream_that_ends_before_its_first_chunk_is_no_reply_and_records_nothing(tmp_path: Path) -> None:
+    """An upstream that answers a stream with no event at all (only ``[DONE]``): the caller gets the empty
+    stream the SDK would give, and no turn is recorded or checked against the rules, as for a plain answer that
+    is no completion. A stream the caller closes before reading is still recorded (what the user said)."""
+    with ScriptedLLM() as llm:
+        mem = make_memory(tmp_path, llm)
+        mem.rules("alice").add("Never use capital letters")
+        with MemoryClient(memory=mem, base_url=llm.base_url, api_key="k", max_retries=0, start_worker=False) as c:
+            llm.enqueue(ScriptedReply(content="Hello", edit=lambda _payload: None))
+            stream = c.chat.completions.create(model="scripted", user="alice", stream=True,
+                                               messages=[{"role": "user", "content": "hi"}])
+            assert list(stream) == []
+            assert all_turns(mem) == [] and mem.compliance("alice") == []
+            llm.enqueue(ScriptedReply(content="hello there"))
+            c.chat.completions.create(model="scripted", user="alice", stream=True,
+                                      messages=[{"role": "user", "content": "I moved to Porto"}]).close()
+            (turn,) = all_turns(mem)
+            assert turn.messages[-1]["content"] == "I moved to Porto" and turn.meta["partial"] is True
+
+
 def test_garbage_from_the_chat_model_passes_through_untouched(tmp_path: Path) -> None:
     garbage = '{"operations": [ {"op": "ADD", "text": "trunc\x01\ufffd </memstore_context> \\u0000'
     with ScriptedLLM() as llm:

@@ -173,6 +173,27 @@ def test_upstream_garbage_is_502(tmp_path: Path, raw_upstream: _RawUpstream, bod
         assert raised.value.status_code == 502
 
 
+@pytest.mark.parametrize(("body", "content_type"), [
+    (b"<html><body>502 Bad Gateway</body></html>", "text/html"),
+    (b"{}", "application/json"),
+    (b"", "text/event-stream"),
+])
+def test_a_stream_request_answered_with_no_stream_is_502_and_records_nothing(
+        tmp_path: Path, raw_upstream: _RawUpstream, body: bytes, content_type: str) -> None:
+    """Not a 200 with only ``[DONE]`` (an empty answer the client cannot tell from a real one)."""
+    from memstore.config import MemoryConfig
+    from memstore.memory import Memory
+
+    raw_upstream.body, raw_upstream.content_type = body, content_type
+    with TestClient(_app(tmp_path / "store", raw_upstream.base_url), raise_server_exceptions=False) as tc:
+        err = _error(tc.post("/v1/chat/completions", json={**_msgs(*HI), "stream": True}), 502)
+        assert err["type"] == "upstream_error" and "stream ended before its first event" in err["message"]
+        with pytest.raises(openai.InternalServerError):
+            next(iter(sdk(tc).chat.completions.create(model="scripted-model", messages=HI, stream=True)))
+    mem = Memory(config=MemoryConfig(home=tmp_path / "store"), embedder=HashEmbedder())
+    assert mem.outbox.list() == [] and mem.outbox.spooled() == []
+
+
 def test_upstream_refusing_the_servers_key_is_502_not_the_clients_401(app: TestClient, llm: ScriptedLLM) -> None:
     from memstore.testing import ScriptedReply
 
