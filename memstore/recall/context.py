@@ -114,8 +114,12 @@ def build_context(retriever: Retriever, profiles: ProfileStore, user_id: str, na
     recalled: list[MemoryHit] = []
     if found["episodes"]:
         used += _section_tokens()
-        # an exchange whose every turn already gave the block a fact would repeat it: the next one says more
+        # an exchange whose every turn already gave the block a fact would repeat it, and one whose every fact
+        # has since been invalidated (the user moved, changed their mind) would bring back what is no longer
+        # true: the next one says more
         told = {t for h in chosen for t in h.memory.source_turn_ids or []}
+        told |= retriever.store.stale_turns(user_id, namespace,
+                                            {t for h in found["episodes"] for t in h.memory.source_turn_ids or []})
         for hit in found["episodes"]:
             if len(recalled) >= episodes:
                 break

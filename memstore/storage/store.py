@@ -8,6 +8,7 @@ Deletions leave a tombstone in the same transaction, so an orphan vector is remo
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import random
 import threading
@@ -18,7 +19,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 import numpy as np
-from sqlalchemy import Engine, bindparam, delete, func, insert, update
+from sqlalchemy import Engine, String, bindparam, cast, delete, func, insert, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
@@ -82,6 +83,14 @@ def _ranking_statements(with_text: bool) -> tuple[Any, dict[str | None, Any]]:
     return by_id, {None: pinned.limit(50),
                    "facts": pinned.where(MemoryRecord.kind != EPISODE).limit(50),
                    "episodes": pinned.where(MemoryRecord.kind == EPISODE).limit(50)}
+
+
+@functools.cache
+def _invalid_sources() -> Any:
+    """The source turns of a scope's invalidated facts (MemoryStore.stale_turns), built once."""
+    return select(MemoryRecord.source_turn_ids).where(
+        MemoryRecord.user_id == bindparam("u"), MemoryRecord.namespace == bindparam("ns"),
+        col(MemoryRecord.invalid_at).is_not(None), MemoryRecord.kind != EPISODE)
 
 
 class MemoryStore:
@@ -167,6 +176,26 @@ class MemoryStore:
             return []
         found = self.get_many(ids, user_id, namespace)
         return [found[i] for i in ids if i in found]
+
+    def stale_turns(self, user_id: str, namespace: str, turn_ids: Iterable[str]) -> set[str]:
+        """Those of ``turn_ids`` whose every fact has since been invalidated (superseded, or no longer true):
+        a turn that gave facts, none of them still valid, so that its excerpt says what is out of date. Every
+        request with excerpts asks: one indexed read of the scope's invalid facts, and a read of the valid
+        facts that name one of those turns only when there is one."""
+        want = set(turn_ids)
+        if not want:
+            return set()
+        with self.engine.connect() as conn:
+            hit = {t for (ids,) in conn.execute(_invalid_sources(), {"u": user_id, "ns": namespace})
+                   for t in ids or [] if t in want}
+            if not hit:
+                return set()
+            text = cast(MemoryRecord.source_turn_ids, String)
+            live = conn.execute(select(MemoryRecord.source_turn_ids).where(
+                MemoryRecord.user_id == user_id, MemoryRecord.namespace == namespace,
+                col(MemoryRecord.invalid_at).is_(None), MemoryRecord.kind != EPISODE,
+                or_(*[text.like(f"%{_like(json.dumps(t))}%", escape="\\") for t in sorted(hit)])))
+            return hit - {t for (ids,) in live for t in ids or []}
 
     def list(self, user_id: str, namespace: str | None = "default", include_invalid: bool = False,
              kind: str | None = None, pinned: bool | None = None, limit: int | None = None,
@@ -653,6 +682,11 @@ def _by_text(texts: list[str], future: Future[np.ndarray] | None) -> Callable[[]
     if future is None:
         return None
     return lambda: dict(zip(texts, future.result(), strict=True))
+
+
+def _like(text: str) -> str:
+    """``text`` as a LIKE pattern that matches it literally (escape character: backslash)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _merge_sources(existing: MemoryRecord, item: dict[str, Any]) -> bool:

@@ -114,6 +114,31 @@ def test_the_block_has_facts_first_then_escaped_past_conversations_within_budget
         hmem.context("di", "x", episodes="no")  # type: ignore[arg-type]
 
 
+def test_an_excerpt_whose_facts_were_all_invalidated_is_left_out(hmem: Memory) -> None:
+    """The user moved: the exchange that said "I live in Berlin" only gave a fact that is no longer true, so
+    its excerpt would bring Berlin back; an exchange that still has a valid fact keeps its excerpt."""
+    berlin = chat(hmem, "eva", "I live in Berlin, near the Tiergarten park", "Lovely area!")
+    veggie = chat(hmem, "eva", "I live in Berlin and I am vegetarian", "Noted!")
+    lisbon = chat(hmem, "eva", "I live in Lisbon, near the Tejo river", "Lovely city!")
+    drain(hmem.extraction)
+    question = "where do I live, which city?"
+    for f in hmem.get_all("eva"):
+        if "Berlin" in f.text:  # "Lives in Berlin, near the Tiergarten park", "Lives in Berlin"
+            hmem.invalidate(f.id, user_id="eva", reason="moved to Lisbon")
+    kept = {f.source_turn_ids[0] for f in hmem.get_all("eva")}
+    assert veggie.id in kept and lisbon.id in kept and berlin.id not in kept
+    # the Berlin exchange is still a past conversation that matches the question...
+    assert berlin.id in {t for h in hmem.search(question, "eva", kind="episode") for t in h.memory.source_turn_ids}
+    ctx = hmem.context("eva", question, token_budget=4000)
+    # ...but its fact left the block, and its excerpt does not come back in its place
+    assert "Tiergarten" not in ctx.system_block and "Berlin" not in " ".join(h.memory.text for h in ctx.memories)
+    assert berlin.id not in {t for h in ctx.episodes for t in h.memory.source_turn_ids}
+    assert "Lives in Lisbon, near the Tejo river" in [h.memory.text for h in ctx.memories]
+    # the exchange that also said something still true (vegetarian) is not out of date
+    assert hmem.store.stale_turns("eva", "default", [berlin.id, veggie.id, lisbon.id, "nope"]) == {berlin.id}
+    assert hmem.store.stale_turns("eva", "work", [berlin.id]) == set()
+
+
 def test_a_long_episode_is_cut_to_the_budget_never_past_it(hmem: Memory) -> None:
     long = "Planning the Lisbon trip: " + " ".join(f"day {i} we see the tram, the castle and the river"
                                                    for i in range(40))
