@@ -115,6 +115,19 @@ class Outbox:
             return []
         return sorted(p for p in self.spool_dir.iterdir() if p.name.startswith("turn-") and ".json" in p.name)
 
+    def spooled_turns(self, user_id: str | None = None) -> list[Turn]:
+        """The turns waiting in the spool for the database (optionally of one user), oldest first; a file that
+        cannot be read (being written, or set aside as ``.bad``) is left out."""
+        out: list[Turn] = []
+        for path in self.spooled():
+            try:
+                turn = Turn.model_validate(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError):
+                continue
+            if user_id is None or turn.user_id == user_id:
+                out.append(turn)
+        return sorted(out, key=lambda t: t.created_at)
+
     def replay_spool(self) -> int:
         """Moves spooled turns into the outbox (each claimed by renaming its file, so concurrent replays never
         insert one twice; a turn already there is skipped). Returns how many were inserted; stops at the first

@@ -272,11 +272,15 @@ def _user_text(t: Turn) -> str:
         return ""
 
 
+SPOOLED = "spooled"
+
+
 @turns_app.command("list")
 def turns_list(
     user: OptionalUserOpt = None,
     failed: Annotated[bool, typer.Option("--failed", help="Only failed turns.")] = False,
-    status_: Annotated[str | None, typer.Option("--status", help="pending, processing, done, failed or skipped.",
+    status_: Annotated[str | None, typer.Option("--status", help="pending, processing, done, failed, skipped or "
+                                                "spooled (waiting in the spool for a locked database).",
                                                 show_default=False)] = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.", min=1)] = 50,
     as_json: JsonOpt = False,
@@ -287,10 +291,14 @@ def turns_list(
     if failed and status_ and status_ != "failed":
         fail("--failed and --status disagree", 2)
     wanted = "failed" if failed else status_
-    if wanted is not None and wanted not in STATUSES:
-        fail(f"--status must be one of {', '.join(STATUSES)}, not {wanted!r}", 2)
+    if wanted is not None and wanted not in (*STATUSES, SPOOLED):
+        fail(f"--status must be one of {', '.join((*STATUSES, SPOOLED))}, not {wanted!r}", 2)
     mem = open_memory()
-    turns = mem.outbox.list(user_id=user, status=wanted, limit=limit)
+    # turns the database could not take in time wait in the spool (recorded, not yet in the outbox)
+    spooled = [t.model_copy(update={"status": SPOOLED}) for t in mem.outbox.spooled_turns(user)] \
+        if wanted in (None, SPOOLED) else []
+    turns = [] if wanted == SPOOLED else mem.outbox.list(user_id=user, status=wanted, limit=limit)
+    turns = sorted([*spooled, *turns], key=lambda t: t.created_at, reverse=True)[:limit]
     if as_json:
         print_json([turn_dict(t) for t in turns])
         return
@@ -299,7 +307,8 @@ def turns_list(
         return
     t = table("ID", "User", "Status", "Tries", "Created", "Message", "Error")
     for turn in turns:
-        style = "red" if turn.status == "failed" else ("dim" if turn.status in ("done", "skipped") else None)
+        style = "red" if turn.status == "failed" else ("dim" if turn.status in ("done", "skipped") else
+                                                        "yellow" if turn.status == SPOOLED else None)
         t.add_row(short(turn.id), esc(turn.user_id), turn.status, str(turn.attempts), when(turn.created_at),
                   esc(clip(_user_text(turn), 60)), esc(clip(turn.error, 80)), style=style)
     console().print(t)

@@ -377,6 +377,38 @@ def test_turns_failed_then_retried(home: Path, llm: ScriptedLLM) -> None:
     one_line_error(run(home, "turns", "list", "--status", "weird", code=2), "--status")
 
 
+def test_turns_waiting_in_the_spool_are_listed(home: Path) -> None:
+    """A turn recorded while the database was locked waits in a spool file until a worker moves it into the
+    outbox: ``turns list`` shows it meanwhile (status spooled), with the user filter and newest first."""
+    import sqlite3
+
+    from memstore.memory import Memory
+    from memstore.storage.db import short_waits
+    from memstore.storage.embed import HashEmbedder
+
+    m = Memory(config=MemoryConfig(home=home), embedder=HashEmbedder())
+    m.outbox.record("alice", "default", [{"role": "user", "content": "first, in the outbox"}], "ok")
+    lock = sqlite3.connect(home / "memstore.db", timeout=0)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        with short_waits(0.05):
+            for user in ("alice", "bob"):
+                m.outbox.record(user, "default", [{"role": "user", "content": f"{user}, in the spool"}], "ok",
+                                spool=True)
+    finally:
+        lock.rollback()
+        lock.close()
+    listed = as_json(run(home, "turns", "list", "--json"))
+    assert [(t["user_id"], t["status"]) for t in listed] == [("bob", "spooled"), ("alice", "spooled"),
+                                                             ("alice", "pending")]
+    assert [t["user_id"] for t in as_json(run(home, "turns", "list", "--status", "spooled", "--user", "alice",
+                                              "--json"))] == ["alice"]
+    assert [t["status"] for t in as_json(run(home, "turns", "list", "--status", "pending", "--json"))] == ["pending"]
+    assert "spooled" in run(home, "turns", "list").stdout and "spool" in run(home, "turns", "list", "--help").stdout
+    assert m.outbox.replay_spool() == 2
+    assert {t["status"] for t in as_json(run(home, "turns", "list", "--json"))} == {"pending"}
+
+
 def test_memories_add_infer_with_rules_extractor(home: Path) -> None:
     ops = as_json(run(home, "memories", "add", "--user", "alice", "--infer", "--extractor", "heuristic",
                       "I live in Berlin and I'm vegetarian.", "--json"))
