@@ -265,19 +265,18 @@ def make_searcher(mem: Memory, retriever: str, mode: str, namespace: str = NAMES
     extract mode the question searches the facts and the episodes (``view``: both, or one pool alone); both
     are merged by score, one place per turn (a fact and the episode of the turn it came from are the same
     evidence: the second would only repeat it)."""
-    settings = None if retriever == "library" else check_retrievers([retriever])[0]
+    from memstore.recall.search import PRESETS
 
-    def one(query: str, user_id: str, limit: int, kind: str | None = None) -> list[MemoryHit]:
-        return mem.search(query, user_id, namespace, limit=limit, settings=settings, kind=kind)
-
+    preset = None if retriever == "library" else PRESETS[check_retrievers([retriever])[0]]
     if mode == "raw":
-        return lambda q, conv, limit: one(q, conv.sample_id, limit)
+        return lambda q, conv, limit: mem.search(q, conv.sample_id, namespace, limit=limit, settings=preset)
 
-    kinds: list[str | None] = {"facts+episodes": [None, "episode"], "episodes": ["episode"], "facts": [None]}[view]
+    pools = {"facts+episodes": ("facts", "episodes"), "episodes": ("episodes",), "facts": ("facts",)}[view]
 
     def merged(q: str, conv: Conversation, limit: int) -> list[MemoryHit]:
-        hits = [h for kind in kinds for h in one(q, conv.sample_id, limit, kind)]
-        hits.sort(key=lambda h: h.score, reverse=True)
+        # both pools from one candidate phase: what one search per pool finds (tests/recall/test_episodes.py)
+        found = mem.retriever.search_pools(q, conv.sample_id, namespace, {p: limit for p in pools}, settings=preset)
+        hits = sorted((h for p in pools for h in found[p]), key=lambda h: h.score, reverse=True)
         out: list[MemoryHit] = []
         seen: set[str] = set()
         for h in hits:
