@@ -8,6 +8,7 @@ stops keeping new ones.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -45,30 +46,41 @@ ConversationOpt = Annotated[str | None, typer.Option("--conversation", "-c", hel
                                                      "as listed).", show_default=False)]
 
 
-def episode_dict(rec: MemoryRecord, score: float | None = None) -> dict[str, Any]:
+def episode_dict(rec: MemoryRecord, score: float | None = None, out_of_date: bool = False) -> dict[str, Any]:
     d = rec.public_dict()
     if score is not None:
         d["score"] = score
+    d["out_of_date"] = out_of_date
     return d
 
 
-def print_episodes(recs: list[MemoryRecord], title: str, scores: list[float] | None = None) -> None:
+def out_of_date(mem: Any, user: str, namespace: str, recs: list[MemoryRecord]) -> set[str]:
+    """The ids of the episodes whose every fact has since been invalidated (superseded, no longer true): kept
+    and searchable, but left out of the block requests get."""
+    stale = mem.store.stale_turns(user, namespace, {t for r in recs for t in r.source_turn_ids})
+    return {r.id for r in recs if r.source_turn_ids and set(r.source_turn_ids) <= stale}
+
+
+STALE_NOTE = "out of date: every fact it gave was invalidated since, so requests leave it out"
+
+
+def print_episodes(recs: list[MemoryRecord], title: str, scores: list[float] | None = None,
+                   stale: Collection[str] = ()) -> None:
     cols = ["ID", "When", "Conversation", "Text"]
     if scores is not None:
         cols.insert(1, "Score")
     t = table(*cols, title=title)
     for i, rec in enumerate(recs):
-        row = [short(rec.id), when(rec.valid_from or rec.created_at), esc(rec.conversation or ""),
-               esc(clip(rec.text, 300))]
+        text = esc(clip(rec.text, 300)) + (f"\n[yellow]({STALE_NOTE})[/yellow]" if rec.id in stale else "")
+        row = [short(rec.id), when(rec.valid_from or rec.created_at), esc(rec.conversation or ""), text]
         if scores is not None:
             row.insert(1, f"{scores[i]:.3f}")
-        t.add_row(*row)
+        t.add_row(*row, style="dim" if rec.id in stale else None)
     console().print(t)
 
 
-def _episodes(user: str, namespace: str, conversation: str | None, limit: int | None = None,
+def _episodes(mem: Any, user: str, namespace: str, conversation: str | None, limit: int | None = None,
               offset: int = 0) -> list[MemoryRecord]:
-    mem = open_memory()
     if not conversation:
         return mem.get_all(user, namespace, kind=EPISODE, limit=limit, offset=offset)
     recs = [r for r in mem.get_all(user, namespace, kind=EPISODE) if r.conversation == conversation]
@@ -87,17 +99,20 @@ def list_(
 ) -> None:
     """List a user's past-conversation excerpts, oldest first."""
     shown = limit if limit is not None or as_json else TABLE_ROWS
-    recs = _episodes(user, namespace, conversation, None if shown is None else shown + 1, offset)
+    mem = open_memory()
+    recs = _episodes(mem, user, namespace, conversation, None if shown is None else shown + 1, offset)
     more = shown is not None and len(recs) > shown
     recs = recs[:shown] if shown is not None else recs
+    stale = out_of_date(mem, user, namespace, recs)
     if as_json:
-        print_json([episode_dict(r) for r in recs])
+        print_json([episode_dict(r, out_of_date=r.id in stale) for r in recs])
         return
     if not recs:
         info(f"No episodes for {esc(user)!r} in namespace {esc(namespace)!r}"
              + (f" in conversation {esc(conversation)!r}." if conversation else "."))
         return
-    print_episodes(recs, f"Episodes of {esc(user)} ({namespace})" + (f", from #{offset + 1}" if offset else ""))
+    print_episodes(recs, f"Episodes of {esc(user)} ({namespace})" + (f", from #{offset + 1}" if offset else ""),
+                   stale=stale)
     if more:
         info(f"Showing {len(recs)} from #{offset + 1}; more follow: --offset {offset + len(recs)} for the next "
              "ones, --limit N for more at once, --json for all.")
@@ -116,14 +131,15 @@ def search(
     mem = open_memory()
     with status("Searching (the first search loads the embedding model)…"):
         hits = mem.search(query, user, namespace, limit=limit, kind=EPISODE)
+    stale = out_of_date(mem, user, namespace, [h.memory for h in hits])
     if as_json:
-        print_json([episode_dict(h.memory, h.score) for h in hits])
+        print_json([episode_dict(h.memory, h.score, h.memory.id in stale) for h in hits])
         return
     if not hits:
         info(f"No past conversation of {esc(user)!r} matches {esc(query)!r}.")
         return
     print_episodes([h.memory for h in hits], f"Episodes of {esc(user)} matching {esc(query)!r}",
-                   scores=[h.score for h in hits])
+                   scores=[h.score for h in hits], stale=stale)
 
 
 @app.command()
@@ -138,14 +154,16 @@ def show(
     rec = mem.get(resolve_id(mem, id_, user=user), user_id=user)
     if rec.kind != EPISODE:
         fail(f"{short(rec.id)} is a {rec.kind}, not an episode: memstore memories show {short(rec.id)}")
+    stale = bool(out_of_date(mem, rec.user_id, rec.namespace, [rec]))
     if as_json:
-        print_json(episode_dict(rec))
+        print_json(episode_dict(rec, out_of_date=stale))
         return
     t = table("Field", "Value", title=f"Episode {short(rec.id)}")
     for name, value in (("id", rec.id), ("user", rec.user_id), ("namespace", rec.namespace),
                         ("when", when(rec.valid_from or rec.created_at)), ("conversation", rec.conversation or ""),
                         ("position", "" if rec.position is None else str(rec.position)),
-                        ("turns", ", ".join(rec.source_turn_ids))):
+                        ("turns", ", ".join(rec.source_turn_ids)),
+                        *((("state", STALE_NOTE),) if stale else ())):
         t.add_row(name, esc(value))
     console().print(t)
     console().print(esc(rec.text))
@@ -177,7 +195,7 @@ def delete(
     else:
         if user is None:
             fail("--user is required with --all and --conversation", 2)
-        recs = _episodes(user, namespace or "default", conversation)
+        recs = _episodes(mem, user, namespace or "default", conversation)
         if not recs:
             info("No episodes to delete.")
             if as_json:

@@ -224,6 +224,17 @@ def test_cli_lists_searches_shows_and_deletes_episodes(tmp_path: Path) -> None:
     found = json.loads(run("episodes", "search", "museum", "-u", "hu", "--json").stdout)
     assert "Prado" in found[0]["text"] and "score" in found[0]
     assert "Prado" in run("episodes", "show", found[0]["id"][:8]).stdout
+    assert [e["out_of_date"] for e in listed] == [False, False]
+    # the dinner's fact is superseded: its excerpt is kept and searchable, and marked as left out of requests
+    (dinner_fact,) = [f for f in m.get_all("hu") if "Casa Lucio" in f.text]
+    m.invalidate(dinner_fact.id, user_id="hu", reason="the restaurant closed")
+    listed = json.loads(run("episodes", "list", "-u", "hu", "--json").stdout)
+    assert [e["out_of_date"] for e in listed] == [True, False]
+    assert "out of date" in run("episodes", "list", "-u", "hu").stdout
+    dinner = json.loads(run("episodes", "search", "Casa Lucio dinner", "-u", "hu", "--json").stdout)[0]
+    assert "Casa Lucio" in dinner["text"] and dinner["out_of_date"] is True
+    assert json.loads(run("episodes", "show", dinner["id"], "--json").stdout)["out_of_date"] is True
+    assert "out of date" in run("episodes", "show", dinner["id"]).stdout
     assert "error" in run("episodes", "delete", "-u", "hu", code=2).stderr  # nothing named
     out = json.loads(run("episodes", "delete", found[0]["id"][:8], "--yes", "--json").stdout)
     assert out["deleted"] == 1
