@@ -202,3 +202,14 @@ def test_episodes_tab_follows_the_kinds_memstore_has(inspector: Any, page: Any) 
     expect(page.locator(".memory .text")).to_have_text(["Lives in Berlin"])  # episodes are not facts
     tabs.get_by_role("link", name="Episodes").click()
     expect(page.locator(".memory .text")).to_have_text(["We planned a trip to Kyoto in April"])
+    expect(page.locator(".memory .badge", has_text="out of date")).to_have_count(0)
+    # an exchange whose only fact was superseded since: its excerpt is kept, marked as left out of requests
+    ops = inspector.mem.store.add_many("alice", "default", [
+        {"text": "User: I work at the bakery on Rua Augusta", "kind": "episode", "source_turn_ids": ["t-bakery"]},
+        {"text": "Works at the bakery on Rua Augusta", "kind": "fact", "source_turn_ids": ["t-bakery"]}],
+        actor="import")
+    inspector.mem.invalidate(ops[1].memory.id, user_id="alice", reason="changed jobs")
+    page.reload()
+    stale = page.locator(".memory", has_text="bakery on Rua Augusta")
+    expect(stale.locator(".badge", has_text="out of date")).to_have_count(1)
+    expect(page.locator(".memory", has_text="Kyoto").locator(".badge", has_text="out of date")).to_have_count(0)
