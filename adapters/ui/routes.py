@@ -216,11 +216,8 @@ def create_router(backend: BackendGetter, *, secret: bytes | None = None, max_ag
         m = mem(request)
         every = list(reversed(m.get_all(user_id, namespace, kind="episode")))
         rows = every[:MAX_ROWS]
-        # an excerpt whose every fact was invalidated since is kept, but requests leave it out
-        stale_turns = m.store.stale_turns(user_id, namespace, {t for r in rows for t in r.source_turn_ids})
-        stale = {r.id for r in rows if r.source_turn_ids and set(r.source_turn_ids) <= stale_turns}
         return ui.render(request, "episodes.html", session=sess, user=user_id, ns=namespace, tab="episodes",
-                         rows=rows, total=len(every), stale=stale)
+                         rows=rows, total=len(every), stale=m.store.stale_episodes(user_id, namespace, rows))
 
     # ---- custom instructions ------------------------------------------------------------------------
     @router.get("/instructions")

@@ -54,13 +54,6 @@ def episode_dict(rec: MemoryRecord, score: float | None = None, out_of_date: boo
     return d
 
 
-def out_of_date(mem: Any, user: str, namespace: str, recs: list[MemoryRecord]) -> set[str]:
-    """The ids of the episodes whose every fact has since been invalidated (superseded, no longer true): kept
-    and searchable, but left out of the block requests get."""
-    stale = mem.store.stale_turns(user, namespace, {t for r in recs for t in r.source_turn_ids})
-    return {r.id for r in recs if r.source_turn_ids and set(r.source_turn_ids) <= stale}
-
-
 STALE_NOTE = "out of date: every fact it gave was invalidated since, so requests leave it out"
 
 
@@ -103,7 +96,7 @@ def list_(
     recs = _episodes(mem, user, namespace, conversation, None if shown is None else shown + 1, offset)
     more = shown is not None and len(recs) > shown
     recs = recs[:shown] if shown is not None else recs
-    stale = out_of_date(mem, user, namespace, recs)
+    stale = mem.store.stale_episodes(user, namespace, recs)
     if as_json:
         print_json([episode_dict(r, out_of_date=r.id in stale) for r in recs])
         return
@@ -131,7 +124,7 @@ def search(
     mem = open_memory()
     with status("Searching (the first search loads the embedding model)…"):
         hits = mem.search(query, user, namespace, limit=limit, kind=EPISODE)
-    stale = out_of_date(mem, user, namespace, [h.memory for h in hits])
+    stale = mem.store.stale_episodes(user, namespace, [h.memory for h in hits])
     if as_json:
         print_json([episode_dict(h.memory, h.score, h.memory.id in stale) for h in hits])
         return
@@ -154,7 +147,7 @@ def show(
     rec = mem.get(resolve_id(mem, id_, user=user), user_id=user)
     if rec.kind != EPISODE:
         fail(f"{short(rec.id)} is a {rec.kind}, not an episode: memstore memories show {short(rec.id)}")
-    stale = bool(out_of_date(mem, rec.user_id, rec.namespace, [rec]))
+    stale = bool(mem.store.stale_episodes(rec.user_id, rec.namespace, [rec]))
     if as_json:
         print_json(episode_dict(rec, out_of_date=stale))
         return

@@ -194,8 +194,14 @@ class MemoryStore:
             live = conn.execute(select(MemoryRecord.source_turn_ids).where(
                 MemoryRecord.user_id == user_id, MemoryRecord.namespace == namespace,
                 col(MemoryRecord.invalid_at).is_(None), MemoryRecord.kind != EPISODE,
-                or_(*[text.like(f"%{_like(json.dumps(t))}%", escape="\\") for t in sorted(hit)])))
+                or_(*[text.contains(json.dumps(t), autoescape=True) for t in sorted(hit)])))
             return hit - {t for (ids,) in live for t in ids or []}
+
+    def stale_episodes(self, user_id: str, namespace: str, episodes: Sequence[MemoryRecord]) -> set[str]:
+        """The ids of ``episodes`` whose every turn is stale (:meth:`stale_turns`): kept and searchable, but
+        left out of the block requests get."""
+        stale = self.stale_turns(user_id, namespace, {t for r in episodes for t in r.source_turn_ids})
+        return {r.id for r in episodes if r.source_turn_ids and set(r.source_turn_ids) <= stale}
 
     def list(self, user_id: str, namespace: str | None = "default", include_invalid: bool = False,
              kind: str | None = None, pinned: bool | None = None, limit: int | None = None,
@@ -682,11 +688,6 @@ def _by_text(texts: list[str], future: Future[np.ndarray] | None) -> Callable[[]
     if future is None:
         return None
     return lambda: dict(zip(texts, future.result(), strict=True))
-
-
-def _like(text: str) -> str:
-    """``text`` as a LIKE pattern that matches it literally (escape character: backslash)."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _merge_sources(existing: MemoryRecord, item: dict[str, Any]) -> bool:
