@@ -3,13 +3,14 @@
 The export (``torch.onnx.export``, the TorchScript exporter) happens on first use, or ahead of time through
 ``memstore doctor --export-embedder``, into a cache folder: ``$MEMSTORE_ONNX_CACHE``, else
 ``$XDG_CACHE_HOME/memstore/onnx``, else ``~/.cache/memstore/onnx``. Each export is a folder named by a key
-over the model folder (path, file sizes and times) and the torch / transformers / sentence-transformers /
-onnxruntime / onnx versions, so a changed model or an upgrade exports again. A folder is written under a
-temporary name and renamed into place when it is complete, and only after its vectors matched
-sentence-transformers' on a fixed probe set (cosine >= ``MIN_COSINE``). Loading checks the folder again (the
+over the model folder's content (file names, sizes and SHA-256s, remembered per file so that a load only
+stats them) and the torch / transformers / sentence-transformers / onnxruntime / onnx versions, so a changed
+model or an upgrade exports again, and the same model in another virtualenv uses the same export. A folder
+is written under a temporary name and renamed into place when it is complete, and only after its vectors
+matched sentence-transformers' on a fixed probe set (cosine >= ``MIN_COSINE``). Loading checks the folder again (the
 manifest; the file size, and its mtime or else its SHA-256; the probe vectors recomputed): a damaged export
 is thrown away and redone. Every load touches the folder's ``.last_used``; a new export deletes the same
-model's other exports (another virtualenv, older versions) that no process loaded for 30 days (:func:`prune`).
+model's other exports (older versions, older key formats) that no process loaded for 30 days (:func:`prune`).
 
 At query time: ``tokenizers`` (the model's own fast tokenizer, saved as tokenizer.json), padding to the
 longest text of the batch, truncation at the model's ``max_seq_length``, the ONNX graph for the transformer,
@@ -47,6 +48,7 @@ FORMAT = 1
 MIN_COSINE = 0.9999
 ONNX_FILE, TOKENIZER_FILE, MANIFEST_FILE = "model.onnx", "tokenizer.json", "manifest.json"
 LAST_USED_FILE = ".last_used"  # touched by every load: what pruning goes by
+DIGESTS_FILE = "digests.json"  # in the cache root: model file -> [size, mtime_ns, sha256] (cache_key)
 PRUNE_AFTER_DAYS = 30  # an export of the same model unused this long is deleted when a new one is made
 VERSIONED = ("torch", "transformers", "sentence-transformers", "onnxruntime", "onnx")
 PROBES: tuple[str, ...] = (
@@ -108,22 +110,56 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-def cache_key(model_dir: Path) -> str:
-    """A hash over the model folder's files (path, size, mtime) and :func:`versions`."""
-    files = []
+def cache_key(model_dir: Path, root: Path | None = None) -> str:
+    """A hash over the model folder's content (each file's name, size and SHA-256) and :func:`versions`.
+
+    Not over where the folder is or when its files were written: the same model installed in another
+    virtualenv (or a Docker image rebuilt) finds the export the first one made. The SHA-256s are worked out
+    once per file (path, size, mtime) and remembered in the cache (:data:`DIGESTS_FILE`), so a load only
+    stats the files."""
+    known = _read_digests(root)
+    files, fresh = [], {}
     for f in sorted(model_dir.rglob("*")):
         if f.is_file() and ".git" not in f.parts:
             st = f.stat()
-            files.append([str(f.relative_to(model_dir)), st.st_size, st.st_mtime_ns])
-    blob = json.dumps({"format": FORMAT, "model_dir": str(model_dir), "files": files, "versions": versions()},
-                      sort_keys=True)
+            where = str(f.resolve())
+            seen = known.get(where)
+            if isinstance(seen, list) and seen[:2] == [st.st_size, st.st_mtime_ns] and len(seen) == 3:
+                digest = str(seen[2])
+            else:
+                digest = fresh[where] = _sha256(f)
+                known[where] = [st.st_size, st.st_mtime_ns, digest]
+            files.append([str(f.relative_to(model_dir)), st.st_size, digest])
+    if fresh:
+        _write_digests(root, known)
+    blob = json.dumps({"format": FORMAT, "key": "content", "files": files, "versions": versions()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _read_digests(root: Path | None) -> dict[str, Any]:
+    try:
+        data = json.loads(((root or cache_root()) / DIGESTS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_digests(root: Path | None, known: dict[str, Any]) -> None:
+    """Saves the remembered SHA-256s, without the files that no longer exist (an uninstalled virtualenv),
+    in a cache folder that exists (looking, as ``memstore doctor`` does, creates nothing). Best effort: a
+    read-only cache or a lost race with another process only means hashing again."""
+    folder = root or cache_root()
+    keep = {where: v for where, v in known.items() if os.path.exists(where)}
+    with contextlib.suppress(OSError):
+        tmp = folder / f".{DIGESTS_FILE}.{uuid.uuid4().hex[:8]}"
+        tmp.write_text(json.dumps(keep), encoding="utf-8")
+        os.replace(tmp, folder / DIGESTS_FILE)
 
 
 def export_dir(model_dir: Path, root: Path | None = None, key: str | None = None) -> Path:
     """The cache folder an export of ``model_dir`` lives in (whether or not it exists yet)."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", model_dir.name if model_dir.name != "model" else model_dir.parent.name)
-    return (root or cache_root()) / f"{slug.strip('-') or 'model'}-{(key or cache_key(model_dir))[:16]}"
+    return (root or cache_root()) / f"{slug.strip('-') or 'model'}-{(key or cache_key(model_dir, root))[:16]}"
 
 
 def _failed_marker(folder: Path) -> Path:
@@ -287,7 +323,7 @@ def load(model_dir: Path, load_st: Callable[[], Any], root: Path | None = None,
     remembered beside the cache folder and not retried until the key changes or :func:`ensure` forces it."""
     import onnxruntime  # noqa: F401 - a broken install raises here, before any cache folder is judged damaged
 
-    key = cache_key(model_dir)
+    key = cache_key(model_dir, root)
     folder = export_dir(model_dir, root, key)
     if folder.exists():
         try:
@@ -315,9 +351,10 @@ def _touch(folder: Path) -> None:
 
 
 def prune(keep: Path, older_than_days: float = PRUNE_AFTER_DAYS) -> list[Path]:
-    """Deletes the other exports of the same model (another virtualenv, older versions of torch or
-    onnxruntime: each has its own key and 90 MB for the bundled model) that no process has loaded for
-    ``older_than_days``, and their failure markers. Called after a new export. Returns what it deleted."""
+    """Deletes the other exports of the same model (older versions of torch or onnxruntime, another
+    virtualenv with other versions, older key formats: each has its own key and 90 MB for the bundled
+    model) that no process has loaded for ``older_than_days``, and their failure markers. Called after a new
+    export. Returns what it deleted."""
     slug = keep.name.rsplit("-", 1)[0]
     pattern = re.compile(re.escape(slug) + r"-[0-9a-f]{16}")
     cutoff = time.time() - older_than_days * 86400
@@ -352,7 +389,7 @@ def ensure(model_dir: Path, load_st: Callable[[], Any], root: Path | None = None
 def status(model_dir: Path, root: Path | None = None) -> dict[str, Any]:
     """What the cache holds for ``model_dir``, cheaply (no onnxruntime session, no torch): ``state`` is
     ready, missing (exported on first use), failed (runs on torch) or damaged (exported again on use)."""
-    key = cache_key(model_dir)
+    key = cache_key(model_dir, root)
     folder = export_dir(model_dir, root, key)
     out: dict[str, Any] = {"path": str(folder), "versions": versions()}
     if folder.exists():

@@ -120,6 +120,25 @@ def test_a_second_load_reuses_the_export(use_root: Path) -> None:
     assert not [p.name for p in use_root.iterdir() if p.name.startswith(".")]  # no temporary folders left
 
 
+def test_the_same_model_installed_elsewhere_reuses_the_export(onnx_root: Path, tmp_path: Path) -> None:
+    src = _model_dir()
+    # another virtualenv (or a rebuilt image): the same files at another path, written at another time
+    other = tmp_path / "venv2" / "site-packages" / src.parent.name / src.name
+    shutil.copytree(src, other, copy_function=shutil.copyfile)
+    weights = next(f for f in other.rglob("*") if f.stat().st_size > 10_000_000)
+    assert weights.stat().st_mtime_ns != (src / weights.relative_to(other)).stat().st_mtime_ns
+    exports = onnx_embed.exports_done
+    model = onnx_embed.load(other, _boom, onnx_root)  # the exporter is never asked for
+    assert onnx_embed.exports_done == exports
+    assert onnx_embed.status(other, onnx_root) == onnx_embed.status(src, onnx_root)
+    assert model.encode(["I play the cello"]).shape == (1, 384)
+    # a changed model is another export
+    config = other / "config.json"
+    config.write_text(config.read_text().replace("}", ', "note": "fine-tuned"}', 1))
+    assert onnx_embed.status(other, onnx_root)["state"] == "missing"
+    assert onnx_embed.cache_key(other, onnx_root) != onnx_embed.cache_key(src, onnx_root)
+
+
 @pytest.mark.parametrize("damage", ["truncated", "overwritten"])
 def test_a_damaged_export_is_detected_and_redone(onnx_root: Path, tmp_path: Path, damage: str,
                                                  caplog: pytest.LogCaptureFixture) -> None:
