@@ -85,9 +85,11 @@ def write_vectors(session: Session, recs: Iterable[MemoryRecord], vecs: np.ndarr
     ids = [r.id for r in recs]
     session.exec(delete(MemoryVector).where(col(MemoryVector.memory_id).in_(ids)))  # type: ignore[call-overload]
     arr = np.asarray(vecs, dtype=np.float32)
-    session.exec(insert(MemoryVector).values([  # type: ignore[call-overload]
+    # one statement with a parameter list (compiled once per process), not a VALUES list per batch (compiled
+    # again for each: three times the cost of the insert at 50 rows)
+    session.execute(insert(MemoryVector), [
         {"memory_id": r.id, "user_id": r.user_id, "namespace": r.namespace, "content_hash": r.content_hash,
-         "vector": arr[n].tobytes()} for n, r in enumerate(recs)]))
+         "vector": arr[n].tobytes()} for n, r in enumerate(recs)])
 
 
 def delete_vectors(session: Session, ids: Iterable[str]) -> None:
