@@ -52,8 +52,20 @@ def provider_of(model: str) -> str | None:
         return None
 
 
+_NO_KEY = re.compile(r"(?i)missing credentials|missing [\w ]*api[ _]?key|api[ _]key[\w ]* (?:must be set|is not set|"
+                     r"not provided)|no api[ _]key")
+
+
+def missing_key(exc: BaseException) -> bool:
+    """Whether a model call failed for want of an API key (litellm reports OpenAI's as a 500)."""
+    return bool(_NO_KEY.search(str(exc)))
+
+
 def transient(exc: BaseException) -> bool:
-    """Errors worth retrying: rate limits, timeouts, connection failures, 5xx."""
+    """Errors worth retrying: rate limits, timeouts, connection failures, 5xx (but not a missing API key,
+    which litellm reports as a 500 for OpenAI models: no retry can fix it)."""
+    if missing_key(exc):
+        return False
     lm = litellm()
     kinds = tuple(getattr(lm, n) for n in ("RateLimitError", "Timeout", "APIConnectionError",
                                            "InternalServerError", "ServiceUnavailableError", "BadGatewayError")
@@ -122,11 +134,24 @@ class LLM:
                 return lm.completion(messages=messages, **self._kwargs(kwargs))
             except Exception as exc:
                 if attempt >= self.max_retries or not transient(exc):
-                    raise LLMError(f"model call failed ({self.model}): {exc}") from exc
+                    raise LLMError(self._failure(exc)) from exc
                 delay = self.backoff * (2 ** attempt) * (0.5 + random.random())
                 log.info("transient model error (%s); retrying in %.2fs", exc, delay)
                 time.sleep(delay)
                 attempt += 1
+
+    def _failure(self, exc: BaseException) -> str:
+        """The error message of a failed call; for a missing API key, what to set (or how to do without)."""
+        if not missing_key(exc):
+            return f"model call failed ({self.model}): {exc}"
+        try:
+            wanted = list(litellm().validate_environment(model=self.model).get("missing_keys") or [])
+        except Exception:
+            wanted = []
+        provider = f" or {' / '.join(wanted)}" if wanted else " or the provider's key variable"
+        return (f"model call failed ({self.model}): no API key for it. Set MEMSTORE_LLM_API_KEY{provider} "
+                f"(MemoryConfig(llm_api_key=...)), or MEMSTORE_EXTRACTOR=heuristic to extract without a model. "
+                f"({' '.join(str(exc).split())[:300]})")
 
     def supports_schema(self) -> bool:
         try:

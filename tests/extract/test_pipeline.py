@@ -163,6 +163,30 @@ def test_failing_model_leaves_the_turn_retryable(mem: Memory, llm: ScriptedLLM) 
     assert turn.status == "failed" and "exploded" in turn.error
 
 
+def test_a_missing_api_key_says_what_to_set_and_is_not_retried(config, monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """litellm reports OpenAI's missing key as a 500: no retry can fix it, and the person needs to know
+    which variable to set (or that the heuristic extractor needs none). The turn stays, to be retried."""
+    import logging
+
+    from sqlmodel import Session, select
+
+    for var in ("OPENAI_API_KEY", "OPENAI_ADMIN_KEY", "MEMSTORE_LLM_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    mem = Memory(config=config.model_copy(update={"llm_model": "gpt-4.1-mini", "llm_api_base": None,
+                                                  "llm_api_key": None, "llm_max_retries": 2}))
+    with caplog.at_level(logging.INFO, logger="memstore"), pytest.raises(LLMError) as err:
+        mem.add("I'm vegetarian and I live in Lisbon.", user_id="alice")
+    message = str(err.value)
+    assert "no API key" in message and "OPENAI_API_KEY" in message and "MEMSTORE_LLM_API_KEY" in message
+    assert "MEMSTORE_EXTRACTOR=heuristic" in message
+    assert not [r for r in caplog.records if "retrying" in r.getMessage()]
+    with Session(mem.engine) as s:
+        turn = s.exec(select(Turn)).one()
+    assert turn.status == "failed" and "no API key" in turn.error
+    assert "I live in Lisbon" in json.dumps(turn.messages)
+
+
 def test_gate_skips_the_model_for_turns_without_durable_content(mem: Memory, llm: ScriptedLLM) -> None:
     assert mem.add("What is 2+2?", user_id="alice") == []
     assert mem.add("```python\ndef f(x):\n    return x * 2\n```\nWhy does this fail?", user_id="alice") == []
