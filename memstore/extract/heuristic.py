@@ -577,6 +577,27 @@ def _mask_quotes(text: str) -> tuple[str, list[str]]:
     return text, quotes
 
 
+# a statement whose subject is a bare pronoun ("It made me realize ...", "That was so special to me") says
+# nothing on its own: its referent is in an earlier sentence of the message
+_DANGLING = re.compile(
+    r"^(?:It\b|(?:This|That)(?:'s|\s+(?:is|was|has|had|made|makes|helped|helps|reminded|reminds|inspired|"
+    r"inspires|taught|teaches|gave|gives|brought|brings|showed|shows|meant|means|felt|feels|keeps|kept|really|"
+    r"always|also|just|totally|definitely|still)\b))")
+
+
+def _attach(previous: Candidate, dangling: Candidate) -> bool:
+    """Joins a statement about "it" to the candidate before it in the message (whose subject it most likely
+    refers to): "Loved "Becoming Nicole"; it made them feel connected". False when they cannot be joined."""
+    if previous.kind == "instruction" or previous.action != "add" or dangling.action != "add":
+        return False
+    joined = f"{previous.text.rstrip('.!;, ')}; {dangling.text[0].lower()}{dangling.text[1:]}"
+    if len(joined) > _MAX_TEXT:
+        return False
+    previous.text = joined
+    previous.confidence = max(previous.confidence, dangling.confidence)
+    return True
+
+
 def extract(messages: Sequence[Mapping[str, Any]], now: datetime | None = None) -> list[Candidate]:
     """Candidate memories from the user messages of a turn, without an LLM.
 
@@ -599,6 +620,10 @@ def extract(messages: Sequence[Mapping[str, Any]], now: datetime | None = None) 
                 if candidate.text.lower() in seen or count >= _MAX_PER_MESSAGE:
                     continue
                 seen.add(candidate.text.lower())
+                last = out[-1] if out and out[-1].source_index == index and count else None
+                if last is not None and _DANGLING.match(candidate.text) and _attach(last, candidate):
+                    seen.add(last.text.lower())
+                    continue
                 count += 1
                 candidate.source_index = index
                 out.append(candidate)

@@ -171,6 +171,21 @@ def test_leading_time_phrase_is_kept_and_resolved() -> None:
     assert c.valid_from == datetime(2024, 6, 3, tzinfo=UTC)  # the Monday of last week
 
 
+def test_a_statement_about_it_stays_with_what_it_refers_to() -> None:
+    # "It made me ..." alone would be stored as "It made them ...": joined to the statement before it
+    assert [c.text for c in run("I loved \"Becoming Nicole\" by Amy Ellis Nutt. It made me feel connected and "
+                                "gave me hope.")] == [
+        'Loved "Becoming Nicole" by Amy Ellis Nutt; it made them feel connected and gave them hope']
+    assert [c.text for c in run("I struggled with my mental health last year. It made me realize how much "
+                                "support matters. I also adopted a cat.")] == [
+        "Struggled with their mental health last year; it made them realize how much support matters",
+        "Also adopted a cat"]
+    # "this necklace" names its subject; with nothing before it in the message, "it" is left as it is
+    assert [c.text for c in run("This necklace is super special to me. My grandma gave it to me.")] == [
+        "This necklace is super special to them", "Grandma gave it to them"]
+    assert [c.text for c in run("It really helps me relax.")] == ["It really helps them relax"]
+
+
 def test_duplicates_are_dropped() -> None:
     assert len(run("I love hiking. I love hiking!")) == 1
 
