@@ -106,6 +106,10 @@ def apply(store: MemoryStore, rules: RulesHandle, result: ExtractionResult, hand
                 break
             rec = store.get_many([mid], user_id, namespace).get(mid)
             if rec is not None and rec.invalid_at is None and near_duplicate(text, rec.text, sim):
+                if turn_id(turn):
+                    # said again: this exchange is a source too (its excerpt repeats the fact in the block,
+                    # and goes out of date with it)
+                    rec = store.add_sources(rec.id, turn_id(turn), user_id)
                 return MemoryOp(event="NOOP", memory=rec, reason="near-duplicate of an existing memory")
         conv, pos, speaker = (turn_provenance[turn] if turn_provenance and turn is not None
                               and 0 <= turn < len(turn_provenance) else (None, None, None))
@@ -131,7 +135,10 @@ def apply(store: MemoryStore, rules: RulesHandle, result: ExtractionResult, hand
                     new_id = added.memory.id if added.memory and added.memory.id != target else None
                 ops.append(store.invalidate(target, actor, op.reason or None, new_id, user_id))
             elif op.op == "NOOP" and target:
-                ops.append(MemoryOp(event="NOOP", memory=store.get(target, user_id), reason=op.reason or None))
+                rec = store.get(target, user_id)
+                if op.turn is not None and turn_id(op.turn) and rec.invalid_at is None:  # stated again there
+                    rec = store.add_sources(target, turn_id(op.turn), user_id)
+                ops.append(MemoryOp(event="NOOP", memory=rec, reason=op.reason or None))
         except (InvalidInputError, NotFoundError) as exc:
             log.info("skipped extraction operation %s: %s", op.op, exc)
 

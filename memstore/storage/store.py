@@ -362,6 +362,15 @@ class MemoryStore:
                               reason=reason or "changed " + ", ".join(sorted(fields))))
         return rec
 
+    def add_sources(self, memory_id: str, turn_ids: Sequence[str], user_id: str | None = None) -> MemoryRecord:
+        """Records more turns a memory was stated in (said again, in other words or the same), as ``add_many``
+        does for a text stored twice: no history event, the text unchanged."""
+        with session_scope(self.engine) as s:
+            rec = self._locked(s, memory_id, user_id)
+            if _merge_sources(rec, {"source_turn_ids": list(turn_ids)}):
+                s.add(rec)
+        return rec
+
     def invalidate(self, memory_id: str, actor: str, reason: str | None = None,
                    superseded_by: str | None = None, user_id: str | None = None,
                    at: datetime | None = None) -> MemoryOp:

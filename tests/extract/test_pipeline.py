@@ -113,8 +113,13 @@ def test_duplicates_are_merged(mem: Memory, llm: ScriptedLLM) -> None:
     llm.enqueue(ops_json([{"op": "ADD", "text": "Is vegetarian.", "kind": "preference", "turn": 0}]),
                 ops_json([{"op": "ADD", "text": "is a vegetarian", "kind": "preference", "turn": 0}]))
     assert mem.add("As I said, I'm vegetarian.", user_id="alice")[0].event == "NOOP"
-    assert mem.add("I'm a vegetarian, remember.", user_id="alice")[0].event == "NOOP"
+    again = mem.add("I'm a vegetarian, remember.", user_id="alice")[0]
+    assert again.event == "NOOP"
     assert [m.id for m in mem.get_all("alice")] == [first.id]
+    # each turn that said it again is a source of the one memory (no new history event)
+    turns = [t.id for t in mem.outbox.list("alice", newest_first=False)]
+    assert len(turns) == 2 and mem.get(first.id).source_turn_ids == turns == again.memory.source_turn_ids
+    assert [e.event for e in mem.history(first.id)] == ["ADD"]
 
 
 def test_unknown_handles_never_touch_other_memories(mem: Memory, llm: ScriptedLLM) -> None:
