@@ -154,10 +154,12 @@ class Memory:
         include_invalid: bool = False,
         settings: SearchSettings | str | None = None,
         kind: str | None = None,
+        episodes: bool = False,
     ) -> list[MemoryHit]:
         """Hybrid search within one user's scope, best first. Searches the facts (every kind but episodes)
         unless ``kind`` says otherwise: ``kind="episode"`` searches the excerpts of past conversations, any
-        other kind keeps only memories of that kind."""
+        other kind keeps only memories of that kind. ``episodes=True``: the facts and the excerpts of past
+        conversations in one list (a fact and the excerpt of the exchange it came from take one place)."""
         user_id, namespace = check_scope(user_id, namespace)
         query = check_text(query, 10_000, "query")
         if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
@@ -168,6 +170,14 @@ class Memory:
             if settings not in PRESETS:
                 raise InvalidInputError(f"unknown search preset {settings!r}; one of {sorted(PRESETS)}")
             settings = PRESETS[settings]
+        if not isinstance(episodes, bool):
+            raise InvalidInputError("episodes must be true or false")
+        if episodes:
+            if kind is not None:
+                raise InvalidInputError("kind cannot be combined with episodes=True (kind='episode' searches "
+                                        "the excerpts alone)")
+            return self.retriever.search_merged(query, user_id, namespace, limit, filters, include_invalid,
+                                                settings)
         pool = "facts"
         if kind is not None:
             check_kind(kind)

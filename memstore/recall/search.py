@@ -66,6 +66,10 @@ class SearchSettings:
     recency_half_life_days: float = 90.0
     pinned_boost: float = 0.05
     min_dense_similarity: float = 0.0  # dense-only hits below this are dropped
+    # both pools ranked together (pool=None, Memory.search(episodes=True)): a fact's score counts this much
+    # against an excerpt's, since a short statement matches a question more closely than an exchange that
+    # says the same; chosen on LoCoMo conversations 0-2, with heuristic and with LLM-written facts
+    merged_fact_weight: float = 0.8
     include_pinned: bool = True
 
     def with_(self, **changes: Any) -> SearchSettings:
@@ -235,7 +239,9 @@ def search_pools(
         order[p] = sorted(scores[p], key=scores[p].__getitem__, reverse=True)
         first[p] = order[p]
         if not filters and len(order[p]) > limits[p]:
-            floor = scores[p][order[p][limits[p] - 1]] - headroom - st.conversation_weight * scores[p][order[p][0]]
+            # both pools on one scale: facts count merged_fact_weight, so the cut-off score may be a fact's
+            kth = scores[p][order[p][limits[p] - 1]] * (min(1.0, st.merged_fact_weight) if p is None else 1.0)
+            floor = kth - headroom - st.conversation_weight * scores[p][order[p][0]]
             first[p] = [mid for mid in order[p] if scores[p][mid] >= floor]
     # Ranking reads a few columns of each candidate; whole records are loaded only for what is returned
     # (or for every candidate when filters need them: metadata, dates).
@@ -293,13 +299,17 @@ def search_pools(
                     if other is not None:
                         boosted[mid] += st.conversation_weight * other
             sc = boosted
+        def final(row: RankingRow, fused: float, pool: str | None = p) -> float:
+            weight = st.merged_fact_weight if pool is None and row.kind != EPISODE else 1.0
+            return round(min(1.0, score_of(row, fused) / st.ceiling) * weight, 6)
+
         # a vector whose row is gone (repaired on the next open), another scope, invalid, or filtered out
-        mine = [(round(min(1.0, score_of(row, sc[mid]) / st.ceiling), 6), mid) for mid, row in rows.items()
+        mine = [(final(row, sc[mid]), mid) for mid, row in rows.items()
                 if mid in sc and (include_invalid or not row.invalid) and _pool_of(row.kind, pools) == p]
         if len(mine) < limits[p] and len(first[p]) < len(order[p]):  # the loaded page ran short: rank the rest
             more = rows_of([mid for mid in order[p][len(first[p]):] if mid not in rows])[0]
             rows.update(more)
-            mine += [(round(min(1.0, score_of(row, sc[mid]) / st.ceiling), 6), mid) for mid, row in more.items()
+            mine += [(final(row, sc[mid]), mid) for mid, row in more.items()
                      if (include_invalid or not row.invalid) and _pool_of(row.kind, pools) == p]
         mine.sort(key=lambda x: x[0], reverse=True)
         ranked[p] = mine[:limits[p]]
@@ -309,6 +319,22 @@ def search_pools(
                for score, mid in ranked[p] if mid in records] for p in pools}
     if timings is not None:
         timings["total"] = time.perf_counter() - t0
+    return out
+
+
+def one_per_exchange(hits: list[MemoryHit], limit: int) -> list[MemoryHit]:
+    """The first ``limit`` hits without those whose source turns are all those of hits before them (the
+    excerpt of the exchange a listed fact came from, or a second fact of it): they would only repeat them."""
+    out: list[MemoryHit] = []
+    told: set[str] = set()
+    for hit in hits:
+        turns = set(hit.memory.source_turn_ids or [])
+        if turns and turns <= told:
+            continue
+        told |= turns
+        out.append(hit)
+        if len(out) >= limit:
+            break
     return out
 
 
@@ -382,6 +408,16 @@ class Retriever:
                 self.store.embed_query_soon(_dense_query(self.store, query, user_id, namespace, st)[1])
             except Exception as exc:  # the search will meet it again and report it
                 log.debug("query prefetch failed: %s", exc)
+
+    def search_merged(self, query: str, user_id: str, namespace: str, limit: int = 10,
+                      filters: dict[str, Any] | None = None, include_invalid: bool = False,
+                      settings: SearchSettings | None = None) -> list[MemoryHit]:
+        """Facts and excerpts of past conversations ranked together on one scale (a fact's score weighed by
+        ``merged_fact_weight``), one place per exchange (:func:`one_per_exchange`)."""
+        self.store.ensure_repaired()
+        hits = hybrid_search(self.store, query, user_id, namespace, limit * 3, filters, include_invalid,
+                             settings or self.settings, pool=None)
+        return one_per_exchange(hits, limit)
 
     def search_pools(self, query: str, user_id: str, namespace: str, limits: dict[str | None, int],
                      settings: SearchSettings | None = None,

@@ -142,6 +142,32 @@ def test_stdio_tools_search_and_edit_one_users_memory(tmp_path: Path) -> None:
     assert [e.event for e in mem.history(alice_memory)] == ["ADD", "UPDATE"]
 
 
+def test_search_finds_what_was_said_in_past_conversations(tmp_path: Path) -> None:
+    """search_memories promises past conversations: an exchange that left no fact (a question and the
+    assistant's answer) is found as an excerpt, ranked with the facts."""
+    from memstore.config import MemoryConfig
+    from memstore.worker import drain
+
+    home = tmp_path / "store"
+    mem = Memory(config=MemoryConfig(home=home, extractor="heuristic"))
+    mem.add("Is vegetarian", user_id="erin", infer=False)
+    mem.outbox.record("erin", "default", [{"role": "user", "content": "Which cabin did you suggest for the "
+                                           "northern lights trip?"}],
+                      "The glass igloos at Kakslauttanen, in Finnish Lapland: book the ones facing north.")
+    drain(mem.extraction)
+    assert mem.get_all("erin", kind="episode") and [m.text for m in mem.get_all("erin")] == ["Is vegetarian"]
+
+    async def erin() -> None:
+        async with stdio(home, "--user", "erin") as client:
+            found = (await call(client, "search_memories", query="where were those igloos in Lapland?",
+                                limit=2))["memories"]
+            assert found[0]["kind"] == "episode" and "Kakslauttanen" in found[0]["text"]
+            diet = (await call(client, "search_memories", query="which food suits my diet?", limit=2))["memories"]
+            assert diet[0]["text"] == "Is vegetarian"  # facts in the same list
+
+    anyio.run(erin)
+
+
 def test_stdio_needs_a_user() -> None:
     out = subprocess.run([sys.executable, "-m", "memstore.cli", "mcp"], capture_output=True, text=True, timeout=120,
                          env=clean_env())
