@@ -21,6 +21,7 @@ from collections import Counter
 from typing import Any
 
 from memstore import metrics
+from memstore.extract.extractors import Extractor
 from memstore.extract.pipeline import Extraction
 from memstore.records import Turn
 
@@ -122,10 +123,12 @@ def _clip(text: str, limit: int = 300) -> str:
 
 
 def drain(extraction: Extraction, worker_id: str | None = None, batch: int = 32,
-          max_rounds: int | None = None, health: ExtractionHealth | None = None) -> int:
-    """Processes pending turns in the calling thread until none are left. Returns turns handled."""
+          max_rounds: int | None = None, health: ExtractionHealth | None = None,
+          extractor: Extractor | None = None) -> int:
+    """Processes pending turns in the calling thread until none are left (with ``extractor``, else the
+    configured one). Returns turns handled."""
     worker_id = worker_id or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    extractor = extraction.make_extractor()
+    extractor = extractor or extraction.make_extractor()
     handled, rounds = 0, 0
     while max_rounds is None or rounds < max_rounds:
         turns = extraction.outbox.claim(worker_id, batch, retry_failed=False)

@@ -59,7 +59,10 @@ def locomo_cmd(
     held_out_from: int = typer.Option(3, "--held-out-from",
                                       help="Report conversations before this index as 'tune', the rest as "
                                            "'held_out' (settings were chosen on 0-2)."),
-    extractor: str = typer.Option(None, "--extractor", help="extract mode: heuristic or llm (default: config)."),
+    extractor: str = typer.Option(
+        None, "--extractor",
+        help="extract mode: heuristic, llm (default: config) or observations (the dataset's LLM-written "
+             "observations replayed as the extractor's output: extract mode with model-quality facts, offline)."),
     store: Path = typer.Option(None, "--store", help="Keep the ingested store here (default: a temp dir)."),
     out: Path = typer.Option(Path("locomo-results.json"), "--out", help="JSON result file."),
     per_question: bool = typer.Option(False, "--per-question",
@@ -72,7 +75,7 @@ def locomo_cmd(
     offline_env()
     from memstore.config import MemoryConfig
     from memstore.eval.common import write_json
-    from memstore.eval.locomo import check_retrievers, print_report, run_locomo
+    from memstore.eval.locomo import EXTRACTORS, check_retrievers, print_report, run_locomo
 
     if mode not in ("raw", "extract"):
         raise typer.BadParameter("raw or extract", param_hint="--mode")
@@ -82,10 +85,12 @@ def locomo_cmd(
         retriever = check_retrievers(retriever or ["library"])
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--retriever") from exc
-    cfg = MemoryConfig(extractor=extractor) if extractor else MemoryConfig()
+    extractor = "heuristic" if extractor == "rules" else extractor  # its old name
+    if extractor is not None and extractor not in EXTRACTORS:
+        raise typer.BadParameter(f"one of {', '.join(EXTRACTORS)}", param_hint="--extractor")
     result = run_locomo(data, mode=mode, ks=_ks(k, more_k), retrievers=retriever, text=text,
                         conversations=_indices(conversations), held_out_from=held_out_from, store=store,
-                        config=cfg, show_progress=progress)
+                        config=MemoryConfig(), show_progress=progress, extractor=extractor)
     for res in result["retrievers"].values():
         rows = res.pop("questions")
         if per_question:

@@ -14,8 +14,8 @@ averaged over questions, overall and per category. Modes:
 * ``extract``: every turn goes through the outbox and the configured extractor (``MemoryConfig.extractor``)
   as a chat message of its speaker, dated with the session time, into the conversation's scope (as in raw
   mode). The worker keeps each turn as an episode ("Speaker: ...") beside the facts it extracts; the search
-  runs over both pools (``Memory.search`` and ``Memory.search(kind="episode")``), merged by score. Memories
-  map back to the turns they came from through ``source_turn_ids``.
+  runs over both, ranked in one list (``Memory.search(episodes=True)``). Memories map back to the turns they
+  came from through ``source_turn_ids``.
 
 Reference (LoCoMo paper, DRAGON over turns): recall@5 56.7, @10 66.2, @25 76.7.
 """
@@ -75,6 +75,8 @@ class Conversation:
     questions: list[Question]
     dropped_evidence: list[str] = field(default_factory=list)   # ids not among the turns
     skipped_questions: int = 0                                   # categories 1-4 left with no evidence
+    # the dataset's observations (facts about each speaker, LLM-written per session) by the turn they cite
+    observations: dict[str, list[str]] = field(default_factory=dict)
 
 
 def parse_session_date(text: str) -> datetime | None:
@@ -132,8 +134,17 @@ def parse_conversation(sample: Mapping[str, Any], n: int = 0, categories: Iterab
             continue
         questions.append(Question(text=str(qa["question"]), category=int(qa["category"]), evidence=ev,
                                   answer=str(qa.get("answer", ""))))
+    observations: dict[str, list[str]] = {}
+    for per_session in (sample.get("observation") or {}).values():
+        for items in (per_session.values() if isinstance(per_session, Mapping) else []):
+            for item in items if isinstance(items, list) else []:
+                if isinstance(item, list) and len(item) == 2 and str(item[0]).strip():
+                    cited = item[1] if isinstance(item[1], list) else [item[1]]
+                    for tid in parse_evidence(cited, known)[0]:
+                        observations.setdefault(tid, []).append(str(item[0]).strip())
     return Conversation(sample_id=str(sample.get("sample_id", f"conv-{n}")), speakers=speakers, turns=turns,
-                        questions=questions, dropped_evidence=dropped, skipped_questions=skipped)
+                        questions=questions, dropped_evidence=dropped, skipped_questions=skipped,
+                        observations=observations)
 
 
 def load_locomo(path: str | Path) -> list[Conversation]:
@@ -211,9 +222,44 @@ def ingest_raw(mem: Memory, conv: Conversation, keyed: bool = True, namespace: s
     return sum(1 for o in ops if o.event == "ADD")
 
 
-def ingest_extract(mem: Memory, conv: Conversation, namespace: str = NAMESPACE) -> dict[str, str]:
-    """Every turn through the outbox and the configured extractor, in the conversation's scope (as raw mode),
-    as a chat message of its speaker: recorded with its session, place, speaker and time, so that its memories
+class ObservationReplay:
+    """An extractor that answers with the dataset's observations instead of asking a model: the facts an
+    LLM wrote about each speaker, session by session, each stored from the turn it cites (one cited by
+    several turns gets them all as sources, as a fact stated again does). It runs where the configured
+    extractor runs, after the gate and in the worker's batches, so extract mode can be measured with
+    LLM-written facts offline. Turns are recognised by their text."""
+
+    name = "observations"
+
+    def __init__(self, conv: Conversation) -> None:
+        self._due: dict[str, list[list[str]]] = {}
+        for t in conv.turns:
+            self._due.setdefault(_key(_body(t)), []).append(conv.observations.get(t.dia_id, []))
+
+    def extract(self, batch: Any) -> Any:
+        from memstore.extract.prompts import ExtractionResult, MemoryOperation
+
+        out = ExtractionResult()
+        for i, view in enumerate(batch.turns):
+            due = self._due.get(_key(view.user))
+            for text in due.pop(0) if due else []:
+                out.operations.append(MemoryOperation(op="ADD", text=text, kind="fact", turn=i,
+                                                      reason="LoCoMo observation"))
+        return out
+
+
+def _key(text: str) -> str:
+    return " ".join(text.split())[:300]
+
+
+EXTRACTORS = ("heuristic", "llm", "observations")
+
+
+def ingest_extract(mem: Memory, conv: Conversation, namespace: str = NAMESPACE,
+                   extractor: str | None = None) -> dict[str, str]:
+    """Every turn through the outbox and the configured extractor (``extractor="observations"``: the
+    dataset's own observations, :class:`ObservationReplay`), in the conversation's scope (as raw mode), as a
+    chat message of its speaker: recorded with its session, place, speaker and time, so that its memories
     (facts and, with ``MemoryConfig.episodes``, its episode) carry them. Returns outbox turn id -> dia_id."""
     from memstore.records import Turn as OutboxTurn
     from memstore.storage.db import session_scope
@@ -230,7 +276,7 @@ def ingest_extract(mem: Memory, conv: Conversation, namespace: str = NAMESPACE) 
                              **({"created_at": t.date} if t.date else {}))
             s.add(row)
             mapping[row.id] = t.dia_id
-    drain(mem.extraction)
+    drain(mem.extraction, extractor=ObservationReplay(conv) if extractor == "observations" else None)
     return mapping
 
 
@@ -262,32 +308,19 @@ POOL_VIEWS = ("facts+episodes", "episodes", "facts")
 def make_searcher(mem: Memory, retriever: str, mode: str, namespace: str = NAMESPACE,
                   view: str = "facts+episodes") -> Searcher:
     """``retriever``: "library" (Memory.search with the configured settings) or a search preset name. In
-    extract mode the question searches the facts and the episodes (``view``: both, or one pool alone); both
-    are merged by score, one place per turn (a fact and the episode of the turn it came from are the same
-    evidence: the second would only repeat it)."""
+    extract mode the question searches the facts and the excerpts of past conversations in one list, as
+    ``Memory.search(episodes=True)`` ranks them (``view``: "facts+episodes"), or one pool alone."""
     from memstore.recall.search import PRESETS
+    from memstore.records import EPISODE
 
     preset = None if retriever == "library" else PRESETS[check_retrievers([retriever])[0]]
     if mode == "raw":
         return lambda q, conv, limit: mem.search(q, conv.sample_id, namespace, limit=limit, settings=preset)
-
-    pools = {"facts+episodes": ("facts", "episodes"), "episodes": ("episodes",), "facts": ("facts",)}[view]
-
-    def merged(q: str, conv: Conversation, limit: int) -> list[MemoryHit]:
-        # both pools from one candidate phase: what one search per pool finds (tests/recall/test_episodes.py)
-        found = mem.retriever.search_pools(q, conv.sample_id, namespace, {p: limit for p in pools}, settings=preset)
-        hits = sorted((h for p in pools for h in found[p]), key=lambda h: h.score, reverse=True)
-        out: list[MemoryHit] = []
-        seen: set[str] = set()
-        for h in hits:
-            turns = set(h.memory.source_turn_ids or [])
-            if turns and turns <= seen:
-                continue
-            seen |= turns
-            out.append(h)
-        return out[:limit]
-
-    return merged
+    if view not in POOL_VIEWS:
+        raise ValueError(f"view must be one of {', '.join(POOL_VIEWS)}")
+    options: dict[str, Any] = {"facts+episodes": {"episodes": True}, "episodes": {"kind": EPISODE},
+                               "facts": {}}[view]
+    return lambda q, conv, limit: mem.search(q, conv.sample_id, namespace, limit=limit, settings=preset, **options)
 
 
 def run_locomo(
@@ -302,8 +335,11 @@ def run_locomo(
     config: Any = None,
     show_progress: bool = True,
     embedder: Any = None,
+    extractor: str | None = None,
 ) -> dict[str, Any]:
-    """Ingests, asks every question and scores. One result block per retriever (same ingested store)."""
+    """Ingests, asks every question and scores. One result block per retriever (same ingested store).
+    ``extractor`` (extract mode): "heuristic", "llm" or "observations" (the dataset's observations replayed
+    as the extractor's output); default: the config's."""
     from memstore.config import MemoryConfig
     from memstore.memory import Memory
     from memstore.recall.inject import render_block
@@ -311,6 +347,8 @@ def run_locomo(
 
     if mode not in ("raw", "extract"):
         raise ValueError("mode must be raw or extract")
+    if extractor is not None and extractor not in EXTRACTORS:
+        raise ValueError(f"extractor must be one of {', '.join(EXTRACTORS)}")
     if text not in ("keyed", "plain"):
         raise ValueError("text must be keyed or plain")
     retrievers = check_retrievers(retrievers)
@@ -322,6 +360,9 @@ def run_locomo(
         tmp = tempfile.TemporaryDirectory(prefix="memstore-locomo-")
         store = tmp.name
     cfg = (config or MemoryConfig()).model_copy(update={"home": Path(store)})
+    if extractor in ("heuristic", "llm"):
+        cfg = cfg.model_copy(update={"extractor": extractor})
+    replay = "observations" if extractor == "observations" else None
     mem = Memory(config=cfg, embedder=embedder)
     t_ingest = time.perf_counter()
     mappings: dict[int, dict[str, str]] = {}
@@ -332,7 +373,7 @@ def run_locomo(
             if mode == "raw":
                 ingest_raw(mem, convs[i], keyed=(text == "keyed"))
             else:
-                mappings[i] = ingest_extract(mem, convs[i])
+                mappings[i] = ingest_extract(mem, convs[i], extractor=replay)
             bar.advance(task)
         ingest_s = time.perf_counter() - t_ingest
         memories = {i: _memory_count(mem, convs[i], mode) for i in chosen}
@@ -378,7 +419,7 @@ def run_locomo(
     return {
         "benchmark": "locomo", "mode": mode, "text": text if mode == "raw" else "extracted", "ks": ks,
         "data": str(data), "conversations": [convs[i].sample_id for i in chosen],
-        "held_out_from": held_out_from, "extractor": cfg.extractor if mode == "extract" else None,
+        "held_out_from": held_out_from, "extractor": (replay or cfg.extractor) if mode == "extract" else None,
         "questions": total_q, "turns": sum(len(convs[i].turns) for i in chosen),
         "memories": sum(memories.values()), "episodes": sum(episodes.values()),
         "episodes_searched": bool(mode == "extract" and cfg.episodes), "ingest_seconds": round(ingest_s, 2),

@@ -147,6 +147,42 @@ def test_run_locomo_extract_maps_sources_to_turns(locomo_file: Path, tmp_path: P
     assert "in_block" in result["retrievers"]["library"]["all"]
 
 
+def test_run_locomo_replays_the_observations_as_the_extractor(tmp_path: Path) -> None:
+    """``--extractor observations``: the dataset's LLM-written observations stored, through the worker (gate,
+    batches, reconciliation), from the turns they cite; the turns' episodes beside them."""
+    sample = _locomo_sample()
+    sample["observation"] = {
+        "session_1_observation": {"Bob": [["Bob adopted a parrot named Kiwi.", "D1:2"]],
+                                  "Alice": [["Alice is learning the cello.", "D1:3"]]},
+        "session_2_observation": {"Alice": [["Alice's cello teacher Margarethe is strict.", "D2:1"],
+                                            ["Alice bought a telescope for stargazing.", ["D2:3"]],
+                                            ["Alice took up the cello and stargazing this spring.", "D1:3; D2:3"]],
+                                  "Bob": [["Kiwi, Bob's parrot, learned to whistle.", "D2:2"]]},
+    }
+    path = tmp_path / "observed.json"
+    path.write_text(json.dumps([sample]), encoding="utf-8")
+    conv = locomo.load_locomo(path)[0]
+    assert conv.observations["D2:3"] == ["Alice bought a telescope for stargazing.",
+                                         "Alice took up the cello and stargazing this spring."]
+    result = locomo.run_locomo(path, mode="extract", ks=[50], store=tmp_path / "store", show_progress=False,
+                               embedder=HashEmbedder(), extractor="observations")
+    assert result["extractor"] == "observations" and result["memories"] == 5 and result["episodes"] == 7
+    from memstore.memory import Memory
+
+    mem = Memory(path=tmp_path / "store", embedder=HashEmbedder())
+    turns = {t.id: t.meta["dia_id"] for t in mem.outbox.list("conv-t", limit=None)}
+    facts = {m.text: sorted(turns[t] for t in m.source_turn_ids) for m in mem.get_all("conv-t", "locomo")}
+    assert facts == {"Bob adopted a parrot named Kiwi.": ["D1:2"], "Alice is learning the cello.": ["D1:3"],
+                     "Alice's cello teacher Margarethe is strict.": ["D2:1"],
+                     "Alice bought a telescope for stargazing.": ["D2:3"],
+                     "Alice took up the cello and stargazing this spring.": ["D1:3", "D2:3"]}  # two turns
+    # "Kiwi learned to whistle a tune!" is closed by the gate: an extractor behind it never sees the turn
+    facts_only = result["retrievers"]["library/facts"]["all"]["overall"]
+    assert facts_only["recall@50"] == pytest.approx(100 * (1 + 0.5 + 1) / 3, abs=0.01)
+    with pytest.raises(ValueError, match="extractor must be one of"):
+        locomo.run_locomo(path, mode="extract", extractor="gpt", show_progress=False)
+
+
 def test_query_analysis() -> None:
     assert query_dates("When did Melanie go camping in June?") == [(None, 6, None)]
     assert query_dates("What did Gina find on 1 February, 2023?") == [(2023, 2, 1)]
