@@ -129,8 +129,9 @@ async def _search(request: Request, user_id: str, params: dict[str, Any]) -> Res
     if not 1 <= limit <= MAX_LIMIT or offset < 0:
         raise ApiError(400, f"'limit' must be 1..{MAX_LIMIT} and 'offset' >= 0", param="limit")
     include_invalid = str(params.get("include_invalid", "false")).lower() in ("1", "true", "yes")
+    episodes = str(params.get("episodes", "false")).lower() in ("1", "true", "yes")  # past conversations too
     hits = await run(state_of(request).memory.search, query, _user(user_id), scope.namespace, offset + limit + 1,
-                     include_invalid=include_invalid)
+                     include_invalid=include_invalid, episodes=episodes)
     data = [{"object": "memory.search_result", "score": h.score, "sources": h.sources, "memory": memory_json(h.memory)}
             for h in hits[offset:]]
     return JSONResponse(page(data, limit, offset))

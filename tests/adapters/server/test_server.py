@@ -355,6 +355,11 @@ def test_compliance_export_and_forget(server: ServerProcess, keys: dict[str, str
     assert [m["text"] for m in episodes] == ["User: hi\nAssistant: Hello Jack"]
     assert len(episodes[0]["source_turn_ids"]) == 2
     assert len(export["rules"]) == 1 and len(export["turns"]) == 2
+    # search: facts, or (episodes) facts and past conversations in one list
+    facts = api(server, key, "POST", "/users/jack/memories/search", json={"query": "hello jack"}).json()["data"]
+    assert {h["memory"]["kind"] for h in facts} == {"fact"}
+    both = api(server, key, "GET", "/users/jack/memories/search?q=hello jack&episodes=true").json()["data"]
+    assert {h["memory"]["kind"] for h in both} == {"fact", "episode"}
 
     gone = api(server, key, "DELETE", "/users/jack").json()
     assert gone["deleted"]["memories"] == 2
