@@ -299,6 +299,7 @@ def search_pools(
                     if other is not None:
                         boosted[mid] += st.conversation_weight * other
             sc = boosted
+
         def final(row: RankingRow, fused: float, pool: str | None = p) -> float:
             weight = st.merged_fact_weight if pool is None and row.kind != EPISODE else 1.0
             return round(min(1.0, score_of(row, fused) / st.ceiling) * weight, 6)
