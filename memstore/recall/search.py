@@ -300,17 +300,17 @@ def search_pools(
                         boosted[mid] += st.conversation_weight * other
             sc = boosted
 
-        def final(row: RankingRow, fused: float, pool: str | None = p) -> float:
-            weight = st.merged_fact_weight if pool is None and row.kind != EPISODE else 1.0
-            return round(min(1.0, score_of(row, fused) / st.ceiling) * weight, 6)
-
+        fact_weight = st.merged_fact_weight if p is None else 1.0  # both pools on one scale: facts weighed
         # a vector whose row is gone (repaired on the next open), another scope, invalid, or filtered out
-        mine = [(final(row, sc[mid]), mid) for mid, row in rows.items()
+        mine = [(round(min(1.0, score_of(row, sc[mid]) / st.ceiling) * (1.0 if row.kind == EPISODE else fact_weight),
+                       6), mid) for mid, row in rows.items()
                 if mid in sc and (include_invalid or not row.invalid) and _pool_of(row.kind, pools) == p]
         if len(mine) < limits[p] and len(first[p]) < len(order[p]):  # the loaded page ran short: rank the rest
             more = rows_of([mid for mid in order[p][len(first[p]):] if mid not in rows])[0]
             rows.update(more)
-            mine += [(final(row, sc[mid]), mid) for mid, row in more.items()
+            mine += [(round(min(1.0, score_of(row, sc[mid]) / st.ceiling) * (1.0 if row.kind == EPISODE
+                                                                               else fact_weight), 6), mid)
+                     for mid, row in more.items()
                      if (include_invalid or not row.invalid) and _pool_of(row.kind, pools) == p]
         mine.sort(key=lambda x: x[0], reverse=True)
         ranked[p] = mine[:limits[p]]
