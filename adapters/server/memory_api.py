@@ -43,6 +43,11 @@ def page(data: list[Any], limit: int, offset: int) -> dict[str, Any]:
             "next_offset": offset + limit if more else None}
 
 
+def _flag(params: Any, name: str) -> bool:
+    """A yes/no parameter of a query string or a JSON body: 1, true or yes (any case) is yes."""
+    return str(params.get(name, "false")).lower() in ("1", "true", "yes")
+
+
 def _user(user_id: str) -> str:
     try:
         return check_scope(user_id, "default")[0]
@@ -128,10 +133,8 @@ async def _search(request: Request, user_id: str, params: dict[str, Any]) -> Res
         raise ApiError(400, "'limit' and 'offset' must be integers", param="limit") from None
     if not 1 <= limit <= MAX_LIMIT or offset < 0:
         raise ApiError(400, f"'limit' must be 1..{MAX_LIMIT} and 'offset' >= 0", param="limit")
-    include_invalid = str(params.get("include_invalid", "false")).lower() in ("1", "true", "yes")
-    episodes = str(params.get("episodes", "false")).lower() in ("1", "true", "yes")  # past conversations too
     hits = await run(state_of(request).memory.search, query, _user(user_id), scope.namespace, offset + limit + 1,
-                     include_invalid=include_invalid, episodes=episodes)
+                     include_invalid=_flag(params, "include_invalid"), episodes=_flag(params, "episodes"))
     data = [{"object": "memory.search_result", "score": h.score, "sources": h.sources, "memory": memory_json(h.memory)}
             for h in hits[offset:]]
     return JSONResponse(page(data, limit, offset))
@@ -335,7 +338,7 @@ async def context(request: Request, user_id: str) -> Response:
 # ---- forget and export ------------------------------------------------------------------------------
 
 def _all_namespaces(request: Request, scope: Scope) -> bool:
-    if request.query_params.get("all_namespaces", "").lower() not in ("1", "true", "yes"):
+    if not _flag(request.query_params, "all_namespaces"):
         return False
     if scope.bound:
         raise ApiError(403, "a key bound to a namespace cannot act on all namespaces", param="all_namespaces",

@@ -362,7 +362,6 @@ def run_locomo(
     cfg = (config or MemoryConfig()).model_copy(update={"home": Path(store)})
     if extractor in ("heuristic", "llm"):
         cfg = cfg.model_copy(update={"extractor": extractor})
-    replay = "observations" if extractor == "observations" else None
     mem = Memory(config=cfg, embedder=embedder)
     t_ingest = time.perf_counter()
     mappings: dict[int, dict[str, str]] = {}
@@ -373,7 +372,7 @@ def run_locomo(
             if mode == "raw":
                 ingest_raw(mem, convs[i], keyed=(text == "keyed"))
             else:
-                mappings[i] = ingest_extract(mem, convs[i], extractor=replay)
+                mappings[i] = ingest_extract(mem, convs[i], extractor=extractor)
             bar.advance(task)
         ingest_s = time.perf_counter() - t_ingest
         memories = {i: _memory_count(mem, convs[i], mode) for i in chosen}
@@ -419,7 +418,7 @@ def run_locomo(
     return {
         "benchmark": "locomo", "mode": mode, "text": text if mode == "raw" else "extracted", "ks": ks,
         "data": str(data), "conversations": [convs[i].sample_id for i in chosen],
-        "held_out_from": held_out_from, "extractor": (replay or cfg.extractor) if mode == "extract" else None,
+        "held_out_from": held_out_from, "extractor": (extractor or cfg.extractor) if mode == "extract" else None,
         "questions": total_q, "turns": sum(len(convs[i].turns) for i in chosen),
         "memories": sum(memories.values()), "episodes": sum(episodes.values()),
         "episodes_searched": bool(mode == "extract" and cfg.episodes), "ingest_seconds": round(ingest_s, 2),

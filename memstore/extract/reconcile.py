@@ -106,10 +106,11 @@ def apply(store: MemoryStore, rules: RulesHandle, result: ExtractionResult, hand
                 break
             rec = store.get_many([mid], user_id, namespace).get(mid)
             if rec is not None and rec.invalid_at is None and near_duplicate(text, rec.text, sim):
-                if turn_id(turn):
+                said_in = turn_id(turn)
+                if said_in:
                     # said again: this exchange is a source too (its excerpt repeats the fact in the block,
                     # and goes out of date with it)
-                    rec = store.add_sources(rec.id, turn_id(turn), user_id)
+                    rec = store.add_sources(rec.id, said_in, user_id)
                 return MemoryOp(event="NOOP", memory=rec, reason="near-duplicate of an existing memory")
         conv, pos, speaker = (turn_provenance[turn] if turn_provenance and turn is not None
                               and 0 <= turn < len(turn_provenance) else (None, None, None))
@@ -136,8 +137,9 @@ def apply(store: MemoryStore, rules: RulesHandle, result: ExtractionResult, hand
                 ops.append(store.invalidate(target, actor, op.reason or None, new_id, user_id))
             elif op.op == "NOOP" and target:
                 rec = store.get(target, user_id)
-                if op.turn is not None and turn_id(op.turn) and rec.invalid_at is None:  # stated again there
-                    rec = store.add_sources(target, turn_id(op.turn), user_id)
+                said_in = turn_id(op.turn) if op.turn is not None else []
+                if said_in and rec.invalid_at is None:  # stated again there
+                    rec = store.add_sources(target, said_in, user_id)
                 ops.append(MemoryOp(event="NOOP", memory=rec, reason=op.reason or None))
         except (InvalidInputError, NotFoundError) as exc:
             log.info("skipped extraction operation %s: %s", op.op, exc)

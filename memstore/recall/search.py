@@ -233,14 +233,16 @@ def search_pools(
     # a short page (invalidated or filtered hits) loads the rest.
     headroom = (st.name_boost if person is not None or others else 0.0) + (st.date_boost if dates else 0.0) + \
         st.recency_weight + st.pinned_boost
+    # both pools on one scale (pool None): a fact's score counts merged_fact_weight against an excerpt's
+    fact_weight = {p: st.merged_fact_weight if p is None else 1.0 for p in pools}
     order: dict[str | None, list[str]] = {}
     first: dict[str | None, list[str]] = {}
     for p in pools:
         order[p] = sorted(scores[p], key=scores[p].__getitem__, reverse=True)
         first[p] = order[p]
         if not filters and len(order[p]) > limits[p]:
-            # both pools on one scale: facts count merged_fact_weight, so the cut-off score may be a fact's
-            kth = scores[p][order[p][limits[p] - 1]] * (min(1.0, st.merged_fact_weight) if p is None else 1.0)
+            # the cut-off score may be a weighed fact's
+            kth = scores[p][order[p][limits[p] - 1]] * min(1.0, fact_weight[p])
             floor = kth - headroom - st.conversation_weight * scores[p][order[p][0]]
             first[p] = [mid for mid in order[p] if scores[p][mid] >= floor]
     # Ranking reads a few columns of each candidate; whole records are loaded only for what is returned
@@ -299,17 +301,16 @@ def search_pools(
                     if other is not None:
                         boosted[mid] += st.conversation_weight * other
             sc = boosted
-
-        fact_weight = st.merged_fact_weight if p is None else 1.0  # both pools on one scale: facts weighed
+        weight = fact_weight[p]
         # a vector whose row is gone (repaired on the next open), another scope, invalid, or filtered out
-        mine = [(round(min(1.0, score_of(row, sc[mid]) / st.ceiling) * (1.0 if row.kind == EPISODE else fact_weight),
+        mine = [(round(min(1.0, score_of(row, sc[mid]) / st.ceiling) * (1.0 if row.kind == EPISODE else weight),
                        6), mid) for mid, row in rows.items()
                 if mid in sc and (include_invalid or not row.invalid) and _pool_of(row.kind, pools) == p]
         if len(mine) < limits[p] and len(first[p]) < len(order[p]):  # the loaded page ran short: rank the rest
             more = rows_of([mid for mid in order[p][len(first[p]):] if mid not in rows])[0]
             rows.update(more)
             mine += [(round(min(1.0, score_of(row, sc[mid]) / st.ceiling) * (1.0 if row.kind == EPISODE
-                                                                               else fact_weight), 6), mid)
+                                                                               else weight), 6), mid)
                      for mid, row in more.items()
                      if (include_invalid or not row.invalid) and _pool_of(row.kind, pools) == p]
         mine.sort(key=lambda x: x[0], reverse=True)

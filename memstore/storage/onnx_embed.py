@@ -118,7 +118,7 @@ def cache_key(model_dir: Path, root: Path | None = None) -> str:
     once per file (path, size, mtime) and remembered in the cache (:data:`DIGESTS_FILE`), so a load only
     stats the files."""
     known = _read_digests(root)
-    files, fresh = [], {}
+    files, hashed = [], False
     for f in sorted(model_dir.rglob("*")):
         if f.is_file() and ".git" not in f.parts:
             st = f.stat()
@@ -127,10 +127,10 @@ def cache_key(model_dir: Path, root: Path | None = None) -> str:
             if isinstance(seen, list) and seen[:2] == [st.st_size, st.st_mtime_ns] and len(seen) == 3:
                 digest = str(seen[2])
             else:
-                digest = fresh[where] = _sha256(f)
+                digest, hashed = _sha256(f), True
                 known[where] = [st.st_size, st.st_mtime_ns, digest]
             files.append([str(f.relative_to(model_dir)), st.st_size, digest])
-    if fresh:
+    if hashed:
         _write_digests(root, known)
     blob = json.dumps({"format": FORMAT, "key": "content", "files": files, "versions": versions()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
